@@ -1,0 +1,224 @@
+"""The `discodance` command line. The model registry drives the --model choices.
+
+Every problem with the user's input is one line on stderr ("discodance: error: ...") and exit
+code 2; --json prints exactly one JSON object on stdout and nothing else there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import TrainConfig, from_dict, parse_overrides
+from .errors import DiscodanceError, require
+from .models import REGISTRY
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    return value
+
+
+def _emit(obj: dict, as_json: bool, human) -> None:
+    if as_json:
+        print(json.dumps(obj, default=str))
+    else:
+        human(obj)
+
+
+def _print_mapping(obj: dict, indent: str = "") -> None:
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_mapping(value, indent + "  ")
+        elif isinstance(value, float):
+            print(f"{indent}{key}: {value:.5g}")
+        else:
+            print(f"{indent}{key}: {value}")
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_synth(args) -> None:
+    from .data.synthetic import write_synthetic
+    path = write_synthetic(args.out, args.frames, args.size[0], args.size[1], args.seed, args.fps, args.overwrite)
+    print(f"wrote {args.frames} frames of the built-in dancer ({args.size[0]}x{args.size[1]}) to {path}")
+
+
+def _train_config(args) -> TrainConfig:
+    cfg = {"steps": args.steps, "minutes": args.minutes, "seed": args.seed, "device": args.device}
+    for key in ("batch_size", "lr"):
+        if getattr(args, key, None) is not None:
+            cfg[key] = getattr(args, key)
+    cfg.update(parse_overrides(args.train_set))
+    return from_dict(TrainConfig, {k: v for k, v in cfg.items() if v is not None}).validate()
+
+
+def cmd_train(args) -> None:
+    from .train import train
+    cfg = _train_config(args)
+    ckpt = train(args.data, args.out, args.model, parse_overrides(args.set), cfg, resume=args.resume,
+                 overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"checkpoint: {ckpt}\nmetrics:    {Path(args.out) / 'metrics.jsonl'}")
+
+
+def cmd_generate(args) -> None:
+    from .generate import generate_from_run
+    result = generate_from_run(args.run, args.out, args.num, args.steps, args.temperature, args.seed,
+                               args.feedback, args.mode, args.data, args.split, args.overwrite, args.device)
+    _emit(result, args.json, lambda r: [print(f"{k}: {v}") for k, v in r["files"].items()])
+
+
+def cmd_evaluate(args) -> None:
+    from .data.dataset import load_dataset
+    from .metrics import evaluate_model
+    from .train import load_checkpoint, model_from_checkpoint, resolve_device
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(args.run)
+    model = model_from_checkpoint(ckpt, device)
+    dataset = load_dataset(args.data or ckpt["config"]["data"])
+    require(dataset.frame_size == model.frame_size,
+            f"the model was trained on {list(model.frame_size)} frames but {dataset.path} has {list(dataset.frame_size)}")
+    result = evaluate_model(model, dataset, args.split, args.samples, args.batch_size, args.seed,
+                            args.max_windows, device)
+    result.update({"run": str(args.run), "data": str(dataset.path), "step": ckpt["step"]})
+    _emit(result, args.json, _print_mapping)
+
+
+def cmd_info(args) -> None:
+    path = Path(args.path)
+    require(path.exists(), f"{path} does not exist")
+    if (path / "meta.json").exists():
+        from .data.dataset import load_dataset
+        info = load_dataset(path).describe()
+    else:
+        from .train import load_checkpoint
+        ckpt = load_checkpoint(path)
+        c = ckpt["config"]
+        info = {"kind": "run", "path": str(path), "model": c["model"], "step": ckpt["step"],
+                "train_seconds": round(ckpt["elapsed"], 1), "frame_size": c["frame_size"], "data": c["data"],
+                "parameters": sum(int(v.numel()) for v in ckpt["model"].values()),
+                "model_config": c["model_config"], "train": c["train"]}
+    _emit(info, args.json, _print_mapping)
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+    run_demo(args.out, minutes=args.minutes, frames=args.frames, seed=args.seed, overwrite=args.overwrite,
+             device=args.device)
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="discodance", description="Dance generation with discrete latent variables.")
+    p.add_argument("--version", action="version", version=f"discodance {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="built-in dancer -> train -> evaluate -> dancing GIF, in minutes on a CPU")
+    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    d.add_argument("--minutes", type=_positive_float, default=4.0, help="training budget in minutes (default 4)")
+    d.add_argument("--frames", type=_positive_int, default=5000, help="frames of the built-in dancer (default 5000)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("synth", help="write the built-in procedural dancer as a dataset")
+    s.add_argument("--out", required=True, help="dataset folder to create")
+    s.add_argument("--frames", type=_positive_int, default=5000)
+    s.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fps", type=_positive_float, default=24.0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+    t = sub.add_parser("train", help="train a model on a dataset")
+    t.add_argument("--data", required=True, help="dataset folder")
+    t.add_argument("--model", default="gumbel-vae", choices=sorted(REGISTRY))
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default 2000)")
+    t.add_argument("--minutes", type=_positive_float, default=None, help="wall-clock budget")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=_positive_int, default=None)
+    t.add_argument("--lr", type=_positive_float, default=None)
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting, e.g. --set latents=32 (repeatable)")
+    t.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="training-loop setting, e.g. eval_every=200")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="roll out dances from held-out seed frames of a trained run")
+    g.add_argument("run", help="run folder or checkpoint file")
+    g.add_argument("--out", required=True, help="folder for samples.gif, samples.mp4, strip.png, frames.npy")
+    g.add_argument("--steps", type=_positive_int, default=32, help="frames to generate after the seed")
+    g.add_argument("--num", type=_positive_int, default=8, help="sequences (seeds) to generate")
+    g.add_argument("--temperature", type=_nonneg_float, default=1.0, help="code sampling temperature (0 = most likely code)")
+    g.add_argument("--feedback", default="binary", choices=("binary", "sample", "probs"))
+    g.add_argument("--mode", default="chain", choices=("chain", "prior"), help="chain from seeds, or i.i.d. prior samples")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--data", default=None, help="dataset for seed frames (default: the one the run trained on)")
+    g.add_argument("--split", default="test", choices=("train", "val", "test"))
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("evaluate", help="held-out negative ELBO, importance-weighted bound and IoU")
+    e.add_argument("run", help="run folder or checkpoint file")
+    e.add_argument("--data", default=None, help="dataset (default: the one the run trained on)")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--samples", type=_positive_int, default=100, help="importance samples S (default 100)")
+    e.add_argument("--batch-size", type=_positive_int, default=64)
+    e.add_argument("--max-windows", type=_positive_int, default=None, help="evaluate on at most this many frames")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="describe a dataset folder, run folder or checkpoint")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+        return 0
+    except DiscodanceError as e:
+        print(f"discodance: error: {e}", file=sys.stderr)
+    except OSError as e:  # permissions, full disk, ...: name the file, skip the traceback
+        print(f"discodance: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("discodance: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

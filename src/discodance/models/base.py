@@ -1,0 +1,48 @@
+"""The small protocol every model implements; the trainer, evaluator and generator rely on nothing else.
+
+    model.window                      frames per training example (the trainer cuts windows of this length)
+    model(batch, step, generator)     -> (loss, logs): loss is a scalar, or a dict {group: scalar} for
+                                         models with several optimizers (a GAN's "generator"/"discriminator");
+                                         logs is a dict of floats. batch is (B, window, H, W) in [0, 1].
+    model.optimizer_groups()          -> {group: [parameters]}; one AdamW per group.
+    model.evaluate(batch, samples, generator) -> {metric: (B,) tensor} per-example held-out numbers
+    model.rollout(seed, steps, generator, **options) -> (B, 1 + steps, H, W) frames in [0, 1]
+    model.seed_frames                 how many frames rollout() needs as its seed
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class DanceModel(nn.Module):
+    """Base class: holds the typed config and gives the defaults of the protocol."""
+
+    config_class = None  # set by subclasses: the dataclass of their hyperparameters
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return tuple(self.config.frame_size)
+
+    @property
+    def window(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def seed_frames(self) -> int:
+        return 1
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    @torch.no_grad()
+    def evaluate(self, batch: torch.Tensor, samples: int, generator: torch.Generator) -> dict:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def rollout(self, seed: torch.Tensor, steps: int, generator: torch.Generator, **options) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,199 @@
+"""gumbel-vae: a VAE whose latent is N categorical variables of K classes.
+
+Model (the report "Dance Generation Using Discrete Latent Variables"; estimator from Jang, Gu &
+Poole 2017, "Categorical Reparameterization with Gumbel-Softmax"):
+
+    q(z | x_t)      = prod_n Cat(z_n; softmax(enc(x_{t-c+1..t})_n))     conv encoder on the current frame(s)
+    p(z)            = prod_n Cat(z_n; 1/K)  (or a learned Cat(pi_n))    prior
+    p(x_{t+h} | z)  = prod_pixels Bernoulli(sigmoid(dec(z)))            conv decoder, the next frame
+
+Training maximises the ELBO  E_q[log p(x_{t+h} | z)] - KL(q(z|x_t) || p(z))  (Jang et al. eq. 2
+for the relaxed sample, Sec. 2.2 for straight-through). Because any q gives a lower bound on
+log p(x), the bound stays valid when q sees the current frame and p decodes the next one; h = 0 is
+the plain autoencoding VAE. Generation follows the report's chain: encode the current frame,
+sample a code, decode the next frame, feed it back, repeat (frames 1, 2, ..., 16, ...).
+
+Evaluation uses one-hot samples z ~ q (no relaxation): the negative ELBO and the importance-
+weighted bound of Burda et al. 2016 (eq. 8) log (1/S) sum_s p(x|z_s) p(z_s) / q(z_s|x).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import require
+from .base import DanceModel
+from .blocks import (ConvDecoder, ConvEncoder, gumbel_softmax, kl_categorical, sample_one_hot,
+                     temperature_at)
+
+FEEDBACK = ("binary", "sample", "probs")
+
+
+@dataclass
+class GumbelVAEConfig:
+    frame_size: tuple[int, int] = (64, 64)
+    latents: int = 32             # N categorical variables
+    classes: int = 16             # K classes each
+    context: int = 1              # frames the encoder sees: the current one and context-1 before it
+    horizon: int = 1              # decode frame t+horizon (1 = next frame, the report's chain; 0 = autoencoder)
+    estimator: str = "gumbel"     # gumbel (relaxed sample) | st-gumbel (straight-through, one-hot forward)
+    tau0: float = 1.0             # temperature schedule tau = max(tau_min, tau0 * exp(-anneal_rate * step))
+    tau_min: float = 0.5
+    anneal_rate: float = 3e-4
+    anneal_every: int = 100
+    prior: str = "uniform"        # uniform | learned (a trainable Cat(pi_n) per variable)
+    kl_weight: float = 1.0
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    hidden: int = 512
+
+    def validate(self) -> "GumbelVAEConfig":
+        require(self.classes >= 2, f"classes (K) must be >= 2, got {self.classes}")
+        require(self.latents >= 1, f"latents (N) must be >= 1, got {self.latents}")
+        require(self.tau0 > 0 and self.tau_min > 0, f"temperatures must be > 0, got tau0={self.tau0}, tau_min={self.tau_min}")
+        require(self.anneal_rate >= 0 and self.anneal_every >= 1, "anneal_rate must be >= 0 and anneal_every >= 1")
+        require(self.context >= 1 and self.horizon >= 0, "context must be >= 1 and horizon >= 0")
+        require(self.estimator in ("gumbel", "st-gumbel"), f"estimator must be gumbel or st-gumbel, got {self.estimator!r}")
+        require(self.prior in ("uniform", "learned"), f"prior must be uniform or learned, got {self.prior!r}")
+        require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
+        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
+        require(len(self.channels) >= 1 and min(self.channels) >= 1, f"channels must be positive, got {self.channels}")
+        return self
+
+
+class GumbelVAE(DanceModel):
+    config_class = GumbelVAEConfig
+
+    def __init__(self, config: GumbelVAEConfig):
+        super().__init__(config.validate())
+        c = config
+        self.encoder = ConvEncoder(c.context, c.frame_size, c.latents * c.classes, c.channels, c.hidden)
+        self.decoder = ConvDecoder(c.latents * c.classes, c.frame_size, 1, c.channels, c.hidden)
+        self.prior_logits = nn.Parameter(torch.zeros(c.latents, c.classes), requires_grad=c.prior == "learned")
+
+    # --------------------------------------------------------------------------- protocol
+    @property
+    def window(self) -> int:
+        return self.config.context + self.config.horizon
+
+    @property
+    def seed_frames(self) -> int:
+        return self.config.context
+
+    def optimizer_groups(self):
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    def tau(self, step: int) -> float:
+        c = self.config
+        return temperature_at(step, c.tau0, c.tau_min, c.anneal_rate, c.anneal_every)
+
+    # --------------------------------------------------------------------------- pieces
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, context, H, W) -> code logits (B, N, K)."""
+        return self.encoder(frames).view(len(frames), self.config.latents, self.config.classes)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, K) one-hot or relaxed codes -> pixel logits (B, H, W)."""
+        return self.decoder(z.flatten(1))[:, 0]
+
+    def split(self, batch: torch.Tensor):
+        """A window (B, context + horizon, H, W) -> encoder input (B, C, H, W), target (B, H, W)."""
+        c = self.config.context
+        return batch[:, :c], batch[:, c - 1 + self.config.horizon]
+
+    def log_likelihood(self, x_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) per frame (B,), in float32 nats."""
+        return -F.binary_cross_entropy_with_logits(x_logits.float(), target.float(), reduction="none").sum((-2, -1))
+
+    # --------------------------------------------------------------------------- training
+    def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
+        x, target = self.split(batch)
+        logits = self.encode(x)                                                 # (B, N, K)
+        tau = self.tau(step)
+        z = gumbel_softmax(logits, tau, hard=self.config.estimator == "st-gumbel", generator=generator)
+        rec = -self.log_likelihood(self.decode(z), target)                      # (B,)
+        kl = kl_categorical(logits, self.prior_logits).sum(-1)                  # (B,)
+        pixels = target.shape[-1] * target.shape[-2]
+        loss = (rec + self.config.kl_weight * kl).mean() / pixels               # nats per pixel
+        with torch.no_grad():
+            perplexity = torch.exp(-(logits.float().softmax(-1) * logits.float().log_softmax(-1)).sum(-1)).mean()
+        logs = {"loss": loss.item(), "rec_nats": rec.mean().item(), "kl_nats": kl.mean().item(),
+                "tau": tau, "code_perplexity": perplexity.item()}
+        return loss, logs
+
+    # --------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, batch: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
+                 chunk: int = 64) -> dict[str, torch.Tensor]:
+        """Per-frame negative ELBO and importance-weighted bound (nats), with one-hot samples."""
+        x, target = self.split(batch)
+        logits = self.encode(x).float()                                          # (B, N, K)
+        log_q, log_p = logits.log_softmax(-1), self.prior_logits.float().log_softmax(-1)
+        kl = kl_categorical(logits, self.prior_logits).sum(-1)                   # (B,)
+        log_w, rec, iou = [], [], []
+        for s0 in range(0, samples, chunk):
+            s = min(chunk, samples - s0)
+            z = sample_one_hot(logits.repeat_interleave(s, 0), generator)        # (B*s, N, K)
+            x_logits = self.decode(z.to(batch.dtype))
+            ll = self.log_likelihood(x_logits, target.repeat_interleave(s, 0)).view(-1, s)
+            log_pz = (z * log_p).sum((-2, -1)).view(-1, s)
+            log_qz = (z * log_q.repeat_interleave(s, 0)).sum((-2, -1)).view(-1, s)
+            log_w.append(ll + log_pz - log_qz)
+            rec.append(-ll)
+            pred = (x_logits > 0).view(-1, s, *target.shape[-2:])
+            iou.append(_iou(pred, target[:, None] > 0.5))
+        log_w, rec, iou = torch.cat(log_w, 1), torch.cat(rec, 1), torch.cat(iou, 1)
+        iwae = -(torch.logsumexp(log_w, 1) - math.log(samples))
+        return {"nelbo": rec.mean(1) + kl, "iwae": iwae, "rec": rec.mean(1), "kl": kl, "iou": iou.mean(1)}
+
+    # --------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def rollout(self, seed: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+                temperature: float = 1.0, feedback: str = "binary") -> torch.Tensor:
+        """The report's chain from seed frames (B, context, H, W) -> (B, 1 + steps, H, W) in [0, 1].
+
+        Each step encodes the last `context` frames, samples a code from q (temperature scales the
+        code logits; 0 takes the most likely code), decodes the next frame and feeds it back as a
+        binarized frame ("binary"), a Bernoulli sample of the pixels ("sample") or the raw
+        probabilities ("probs").
+        """
+        require(feedback in FEEDBACK, f"feedback must be one of {', '.join(FEEDBACK)}, got {feedback!r}")
+        require(temperature >= 0, f"temperature must be >= 0, got {temperature}")
+        frames = list(seed.unbind(1))
+        out = [frames[-1]]
+        for _ in range(steps):
+            context = torch.stack(frames[-self.config.context:], 1)
+            z = sample_one_hot(self.encode(context), generator, temperature).to(seed.dtype)
+            probs = torch.sigmoid(self.decode(z).float())
+            nxt = _feedback(probs, feedback, generator).to(seed.dtype)
+            frames.append(nxt)
+            out.append(nxt)
+        return torch.stack(out, 1)
+
+    @torch.no_grad()
+    def sample_prior(self, num: int, generator: torch.Generator | None = None,
+                     temperature: float = 1.0) -> torch.Tensor:
+        """Independent frames decoded from codes z ~ p(z): (num, H, W) probabilities."""
+        logits = self.prior_logits.detach().expand(num, -1, -1)
+        z = sample_one_hot(logits, generator, temperature).to(self.prior_logits.device)
+        return torch.sigmoid(self.decode(z).float())
+
+
+def _feedback(probs: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    if mode == "probs":
+        return probs
+    if mode == "binary":
+        return (probs > 0.5).float()
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(probs.shape, generator=generator, device=gen_device).to(probs.device)
+    return (u < probs).float()
+
+
+def _iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Intersection over union per frame of boolean masks (..., H, W); two empty masks give 1."""
+    inter = (pred & truth).sum((-2, -1)).float()
+    union = (pred | truth).sum((-2, -1)).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))

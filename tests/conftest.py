@@ -1,0 +1,30 @@
+"""Shared fixtures: small generated datasets, and the real data folder when it is present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# A small, fast model for tests: the protocol is what is under test, not capacity.
+TINY_MODEL = {"channels": (8, 16), "hidden": 32, "latents": 4, "classes": 5}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """300 frames of the built-in dancer at 32x32 (two clips)."""
+    import numpy as np
+    from discodance.data.dataset import write_dataset
+    from discodance.data.synthetic import make_dancer
+    frames, poses, _ = make_dancer(300, 32, 32, seed=3)
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    return write_dataset(out, frames, poses=poses.astype(np.float32), fps=24, source="test",
+                         clips=[{"name": "a", "start": 0, "length": 150}, {"name": "b", "start": 150, "length": 150}])
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

@@ -16,6 +16,13 @@ from .errors import DiscodanceError, require
 from .models import REGISTRY
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (and exit code 2), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -131,9 +138,9 @@ def cmd_demo(args) -> None:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="discodance", description="Dance generation with discrete latent variables.")
+    p = _Parser(prog="discodance", description="Dance generation with discrete latent variables.")
     p.add_argument("--version", action="version", version=f"discodance {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     d = sub.add_parser("demo", help="built-in dancer -> train -> evaluate -> dancing GIF, in minutes on a CPU")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
@@ -206,7 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version or a usage error (already printed)
+        return int(e.code or 0)
     try:
         args.func(args)
         return 0

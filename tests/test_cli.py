@@ -1,0 +1,94 @@
+"""The command line end to end on tiny data, and one-line errors for malformed input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from discodance.cli import main
+
+from conftest import TINY_MODEL
+
+MODEL_SET = [f"--set={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY_MODEL.items()]
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["synth", "--out", str(root / "data"), "--frames", "240", "--size", "32", "32", "--seed", "1"]) == 0
+    assert main(["train", "--data", str(root / "data"), "--out", str(root / "run"), "--steps", "6",
+                 "--batch-size", "8", "--no-progress", *MODEL_SET, "--train-set", "eval_every=3"]) == 0
+    return root
+
+
+def test_end_to_end(tiny_run, tmp_path, capsys):
+    code, out, err = cli(capsys, "generate", tiny_run / "run", "--out", tmp_path / "gen", "--steps", "17",
+                         "--num", "3", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["shape"] == [3, 18, 32, 32]
+    for key in ("gif", "mp4", "strip", "frames"):
+        assert (tmp_path / "gen").joinpath(result["files"][key].split("/")[-1]).stat().st_size > 0
+    assert np.load(tmp_path / "gen" / "frames.npy").shape == (3, 18, 32, 32)
+
+    code, out, err = cli(capsys, "evaluate", tiny_run / "run", "--samples", "4", "--json")
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["split"] == "test" and ev["windows"] > 0 and ev["nelbo_bpp"] > 0 and ev["iwae"] <= ev["nelbo"] + 1
+
+    for path, kind in ((tiny_run / "data", "dataset"), (tiny_run / "run", "run")):
+        code, out, _ = cli(capsys, "info", path, "--json")
+        assert code == 0 and json.loads(out)["kind"] == kind
+    code, out, _ = cli(capsys, "info", tiny_run / "run")
+    assert "gumbel-vae" in out
+
+
+def test_every_subcommand_has_help(capsys):
+    for command in ("demo", "synth", "train", "generate", "evaluate", "info"):
+        code, out, _ = cli(capsys, command, "--help")
+        assert code == 0 and "usage: discodance " + command in out
+
+
+BAD = [
+    (["demo", "--minutes", "0"], "must be > 0"),
+    (["synth", "--out", "{tmp}/s", "--size", "0", "64"], "must be >= 1"),
+    (["synth", "--out", "{run}/data"], "already exists"),
+    (["train", "--data", "{tmp}/missing", "--out", "{tmp}/r"], "does not exist"),
+    (["train", "--data", "{run}/data", "--out", "{tmp}/r", "--set", "classes=1"], "classes (K) must be >= 2"),
+    (["train", "--data", "{run}/data", "--out", "{tmp}/r", "--set", "tau0=0"], "temperatures must be > 0"),
+    (["train", "--data", "{run}/data", "--out", "{tmp}/r", "--set", "colour=red"], "unknown GumbelVAEConfig"),
+    (["train", "--data", "{run}/data", "--out", "{tmp}/r", "--steps", "0"], "must be >= 1"),
+    (["train", "--data", "{run}/data", "--out", "{run}/run"], "already exists"),
+    (["train", "--data", "{run}/data", "--out", "{tmp}/r", "--model", "nope"], "invalid choice"),
+    (["generate", "{tmp}/nothing", "--out", "{tmp}/g"], "no checkpoint"),
+    (["generate", "{run}/run", "--out", "{tmp}/g", "--temperature", "-1"], "temperature"),
+    (["generate", "{run}/run", "--out", "{tmp}/g", "--data", "{tmp}/big"], "trained on [32, 32]"),
+    (["evaluate", "{run}/data"], "no checkpoint"),
+    (["evaluate", "{run}/run", "--data", "{tmp}/big"], "trained on [32, 32]"),
+    (["info", "{tmp}/missing"], "does not exist"),
+    (["info", "{tmp}/junk.txt"], "not a readable discodance checkpoint"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a[:1] + [m]) for a, m in BAD])
+def test_malformed_input_gives_one_line_error(tiny_run, tmp_path, capsys, args, message):
+    (tmp_path / "junk.txt").write_text("hello")
+    assert main(["synth", "--out", str(tmp_path / "big"), "--frames", "30", "--size", "40", "40"]) == 0
+    capsys.readouterr()
+    code, out, err = cli(capsys, *[a.format(tmp=tmp_path, run=tiny_run) for a in args])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "g").exists()
+
+
+def test_installed_entry_point_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "discodance.cli", "info", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr

@@ -5,7 +5,6 @@ ordinary run folder, so `discodance generate/evaluate/info` work on it too.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig, write_json_atomic
-from .errors import DiscodanceError, require
+from .errors import require
 
 # The demo's model: small enough to train to a moving dancer in ~4 CPU minutes.
 DEMO_MODEL = {"channels": (16, 32, 64, 128), "hidden": 256}

@@ -12,11 +12,11 @@ Rendered silhouettes are uint8 (255 = dancer); poses are the 2D joints in image 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from .render import render_capsules
 
 JOINTS = ("pelvis", "chest", "neck", "head", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder",
           "r_elbow", "r_wrist", "l_hip", "l_knee", "l_ankle", "r_hip", "r_knee", "r_ankle",
@@ -188,47 +188,16 @@ def forward_kinematics(par: dict[str, np.ndarray]) -> np.ndarray:
     return pos
 
 
-def rasterize_capsules(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int, width: int,
-                       chunk: int = 128) -> np.ndarray:
-    """Filled capsules: segment ends a, b (T, S, 2) in pixels (x, y), radius (S,) -> (T, H, W) uint8.
-
-    A pixel is inside when its centre lies within `radius` of a segment. Each chunk of frames is
-    only evaluated inside the chunk's bounding box, which is what makes 5,000 frames take seconds.
-    """
-    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
-    r2 = torch.as_tensor(radius, dtype=torch.float32) ** 2                    # (S,)
-    out = torch.zeros(len(a), height, width, dtype=torch.uint8)
-    for s in range(0, len(a), chunk):
-        ca, cb = a[s:s + chunk], b[s:s + chunk]                               # (C, S, 2)
-        pad = float(r2.max().sqrt()) + 1
-        lo = torch.minimum(ca, cb).amin((0, 1)) - pad
-        hi = torch.maximum(ca, cb).amax((0, 1)) + pad
-        x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
-        x1, y1 = min(int(hi[0]) + 1, width), min(int(hi[1]) + 1, height)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        gy, gx = torch.meshgrid(torch.arange(y0, y1) + 0.5, torch.arange(x0, x1) + 0.5, indexing="ij")
-        gx, gy = gx.reshape(1, 1, -1), gy.reshape(1, 1, -1)                   # (1, 1, P)
-        ax, ay = ca[..., 0, None], ca[..., 1, None]                           # (C, S, 1)
-        abx, aby = cb[..., 0, None] - ax, cb[..., 1, None] - ay
-        apx, apy = gx - ax, gy - ay                                           # (C, S, P)
-        t = ((apx * abx + apy * aby) / (abx * abx + aby * aby).clamp_min(1e-9)).clamp_(0, 1)
-        d2 = (apx - t * abx) ** 2 + (apy - t * aby) ** 2
-        inside = (d2 <= r2[:, None]).any(1)                                   # (C, P)
-        out[s:s + chunk, y0:y1, x0:x1] = inside.view(-1, y1 - y0, x1 - x0).to(torch.uint8) * 255
-    return out.numpy()
-
-
 def render_silhouettes(joints: np.ndarray, height: int, width: int):
     """Joints (T, J, 2) in body units -> frames (T, H, W) uint8 and joints in pixels (T, J, 2)."""
     scale = 0.60 * height                       # pixels per body unit: standing figure ~ 60% of H
     px = np.empty(joints.shape, dtype=np.float32)
     px[..., 0] = width / 2 + joints[..., 0] * scale
     px[..., 1] = 0.92 * height - joints[..., 1] * scale  # floor near the bottom; image y points down
-    a = px[:, [J[c[0]] for c in CAPSULES]]       # (T, S, 2)
-    b = px[:, [J[c[1]] for c in CAPSULES]]
-    radius = np.array([c[2] for c in CAPSULES], np.float32) * scale  # (S,)
-    return rasterize_capsules(a, b, radius, height, width), px
+    ends = [[J[c[0]], J[c[1]]] for c in CAPSULES]
+    segments = px[:, ends]                                            # (T, S, 2, 2)
+    radius = np.array([c[2] for c in CAPSULES], np.float32) * scale   # (S,)
+    return render_capsules(segments, radius, height, width), px
 
 
 def make_dancer(num_frames: int = 5000, height: int = 64, width: int = 64, seed: int = 0,

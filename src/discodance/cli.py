@@ -74,7 +74,10 @@ def cmd_synth(args) -> None:
 
 
 def _train_config(args) -> TrainConfig:
-    cfg = {"steps": args.steps, "minutes": args.minutes, "seed": args.seed, "device": args.device}
+    steps = args.steps
+    if steps is None and args.minutes is not None:
+        steps = 10 ** 9  # a wall-clock budget alone: the clock decides when to stop
+    cfg = {"steps": steps, "minutes": args.minutes, "seed": args.seed, "device": args.device}
     for key in ("batch_size", "lr"):
         if getattr(args, key, None) is not None:
             cfg[key] = getattr(args, key)
@@ -92,8 +95,10 @@ def cmd_train(args) -> None:
 
 def cmd_generate(args) -> None:
     from .generate import generate_from_run
+    from .train import resolve_device
     result = generate_from_run(args.run, args.out, args.num, args.steps, args.temperature, args.seed,
-                               args.feedback, args.mode, args.data, args.split, args.overwrite, args.device)
+                               args.feedback, args.mode, args.data, args.split, args.overwrite,
+                               resolve_device(args.device))
     _emit(result, args.json, lambda r: [print(f"{k}: {v}") for k, v in r["files"].items()])
 
 
@@ -164,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="dataset folder")
     t.add_argument("--model", default="gumbel-vae", choices=sorted(REGISTRY))
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default 2000)")
+    t.add_argument("--steps", type=_positive_int, default=None,
+                   help="optimizer steps (default 2000, or unlimited when only --minutes is given)")
     t.add_argument("--minutes", type=_positive_float, default=None, help="wall-clock budget")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=_positive_int, default=None)
@@ -188,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--data", default=None, help="dataset for seed frames (default: the one the run trained on)")
     g.add_argument("--split", default="test", choices=("train", "val", "test"))
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=cmd_generate)
@@ -201,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int, default=64)
     e.add_argument("--max-windows", type=_positive_int, default=None, help="evaluate on at most this many frames")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
 

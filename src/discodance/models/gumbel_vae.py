@@ -38,7 +38,7 @@ class GumbelVAEConfig:
     frame_size: tuple[int, int] = (64, 64)
     latents: int = 32             # N categorical variables
     classes: int = 16             # K classes each
-    context: int = 1              # frames the encoder sees: the current one and context-1 before it
+    context: int = 2              # frames the encoder sees: the current one and context-1 before it (1 = the report)
     horizon: int = 1              # decode frame t+horizon (1 = next frame, the report's chain; 0 = autoencoder)
     estimator: str = "gumbel"     # gumbel (relaxed sample) | st-gumbel (straight-through, one-hot forward)
     tau0: float = 1.0             # temperature schedule tau = max(tau_min, tau0 * exp(-anneal_rate * step))

@@ -50,8 +50,20 @@ def test_end_to_end(tiny_run, tmp_path, capsys):
     assert "gumbel-vae" in out
 
 
+def test_resume_continues_with_the_runs_own_settings(tiny_run, tmp_path, capsys):
+    import shutil
+    from discodance.train import load_checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "run", run)
+    code, _, err = cli(capsys, "train", "--data", tiny_run / "data", "--out", run, "--resume", "--steps", "9",
+                       "--no-progress")
+    assert code == 0, err
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 9 and ckpt["config"]["train"]["batch_size"] == 8  # not the default 64
+
+
 def test_every_subcommand_has_help(capsys):
-    for command in ("demo", "synth", "train", "generate", "evaluate", "info"):
+    for command in ("demo", "synth", "prepare", "train", "generate", "evaluate", "info"):
         code, out, _ = cli(capsys, command, "--help")
         assert code == 0 and "usage: discodance " + command in out
 
@@ -67,6 +79,8 @@ BAD = [
     (["train", "--data", "{run}/data", "--out", "{tmp}/r", "--steps", "0"], "must be >= 1"),
     (["train", "--data", "{run}/data", "--out", "{run}/run"], "already exists"),
     (["train", "--data", "{run}/data", "--out", "{tmp}/r", "--model", "nope"], "invalid choice"),
+    (["train", "--data", "{run}/data", "--out", "{run}/run", "--resume", "--set", "latents=3"], "cannot change on --resume"),
+    (["train", "--data", "{tmp}/big", "--out", "{run}/run", "--resume"], "checkpoint frames are [32, 32]"),
     (["generate", "{tmp}/nothing", "--out", "{tmp}/g"], "no checkpoint"),
     (["generate", "{run}/run", "--out", "{tmp}/g", "--temperature", "-1"], "temperature"),
     (["generate", "{run}/run", "--out", "{tmp}/g", "--data", "{tmp}/big"], "trained on [32, 32]"),

@@ -73,6 +73,31 @@ def cmd_synth(args) -> None:
     print(f"wrote {args.frames} frames of the built-in dancer ({args.size[0]}x{args.size[1]}) to {path}")
 
 
+def cmd_prepare(args) -> None:
+    from .data.keypoints import KEYPOINT_EXTENSIONS
+    from .data.mocap import BVH_EXTENSIONS, prepare_mocap
+    sources = [Path(s) for s in args.sources]
+    for s in sources:
+        require(s.exists(), f"{s} does not exist")
+    motion = [s.is_file() and s.suffix.lower() in BVH_EXTENSIONS + KEYPOINT_EXTENSIONS for s in sources]
+    require(all(motion) or not any(motion),
+            "mix of motion files and videos/image folders: prepare them as separate datasets")
+    size = tuple(args.size)
+    if all(motion):
+        path = prepare_mocap(sources, args.out, size=size, fps=args.fps or 30.0, view=args.view,
+                             overwrite=args.overwrite, center=args.center, scale=args.scale,
+                             max_gap=args.max_gap)
+    else:
+        from .data.silhouette import prepare
+        path = prepare(sources, args.out, method=args.method, masks=args.masks, size=size, fps=args.fps,
+                       start=args.start, end=args.end, stride=args.stride, crop=not args.no_crop,
+                       overwrite=args.overwrite, invert=args.invert)
+    from .data.dataset import load_dataset
+    info = load_dataset(path).describe()
+    print(f"wrote {info['frames']} frames of {info['frame_size'][0]}x{info['frame_size'][1]} "
+          f"in {info['clips']} clip(s) to {path}")
+
+
 def _train_config(args) -> TrainConfig:
     steps = args.steps
     if steps is None and args.minutes is not None:
@@ -87,7 +112,9 @@ def _train_config(args) -> TrainConfig:
 
 def cmd_train(args) -> None:
     from .train import train
-    cfg = _train_config(args)
+    # --resume keeps the run's own settings; only an explicit --steps/--minutes changes its budget
+    explicit_budget = args.steps is not None or args.minutes is not None
+    cfg = _train_config(args) if not args.resume or explicit_budget else None
     ckpt = train(args.data, args.out, args.model, parse_overrides(args.set), cfg, resume=args.resume,
                  overwrite=args.overwrite, progress=not args.no_progress)
     print(f"checkpoint: {ckpt}\nmetrics:    {Path(args.out) / 'metrics.jsonl'}")
@@ -165,9 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_synth)
 
+    r = sub.add_parser("prepare", help="videos, image folders or motion capture -> a silhouette dataset")
+    r.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="video files (mp4, mkv, avi, mov, webm), folders of images, or motion files (bvh, npy, npz, json)")
+    r.add_argument("--out", required=True, help="dataset folder to create")
+    r.add_argument("--method", default="segment", choices=("threshold", "background", "segment"),
+                   help="video silhouettes: threshold (dark dancer, bright backdrop), background (fixed camera), "
+                        "segment (person segmentation network; pip install 'discodance[segment]')")
+    r.add_argument("--masks", action="store_true", help="the image folders already hold masks")
+    r.add_argument("--invert", action="store_true", help="threshold: a bright dancer on a dark backdrop")
+    r.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    r.add_argument("--no-crop", action="store_true", help="keep the source resolution: no crop, no resize")
+    r.add_argument("--fps", type=_positive_float, default=None, help="resample to this frame rate (mocap default 30)")
+    r.add_argument("--start", type=float, default=None, help="video: first second to use")
+    r.add_argument("--end", type=float, default=None, help="video: last second to use")
+    r.add_argument("--stride", type=_positive_int, default=1, help="video/images: keep every Nth frame")
+    r.add_argument("--view", default="front", help="mocap: front, side, back or a yaw angle in degrees")
+    r.add_argument("--center", default="follow", choices=("follow", "clip"),
+                   help="mocap: camera follows the dancer (smoothed) or stays fixed for the clip")
+    r.add_argument("--scale", type=_positive_float, default=1.0, help="mocap: multiply positions to get metres")
+    r.add_argument("--max-gap", type=int, default=5, help="keypoints: longest gap (frames) to interpolate")
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=cmd_prepare)
+
     t = sub.add_parser("train", help="train a model on a dataset")
     t.add_argument("--data", required=True, help="dataset folder")
-    t.add_argument("--model", default="gumbel-vae", choices=sorted(REGISTRY))
+    t.add_argument("--model", default=None, choices=sorted(REGISTRY), help="default: gumbel-vae")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--steps", type=_positive_int, default=None,
                    help="optimizer steps (default 2000, or unlimited when only --minutes is given)")

@@ -134,7 +134,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def model_from_checkpoint(ckpt: dict, device="cpu"):
     cfg = ckpt["config"]
     model = build_model(cfg["model"], cfg["model_config"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise DiscodanceError(f"the checkpoint's weights do not fit its {cfg['model']} settings "
+                              "(edited config or a different discodance version?)") from None
     return model.to(device).eval()
 
 
@@ -170,7 +174,7 @@ class MetricsLog:
 
 
 # ----------------------------------------------------------------------------- the loop
-def train(data: str | Path, out: str | Path, model_name: str = "gumbel-vae", model_overrides: dict | None = None,
+def train(data: str | Path, out: str | Path, model_name: str | None = None, model_overrides: dict | None = None,
           cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
           stop_at: int | None = None, progress: bool = True) -> Path:
     """Train `model_name` on dataset `data` into run folder `out`; returns the checkpoint path.
@@ -184,12 +188,15 @@ def train(data: str | Path, out: str | Path, model_name: str = "gumbel-vae", mod
         require((out / CHECKPOINT).is_file(), f"cannot resume: {out / CHECKPOINT} does not exist")
         ckpt = load_checkpoint(out)
         saved = ckpt["config"]
+        require(not model_overrides, "model settings cannot change on --resume (drop --set, or start a new run)")
+        require(model_name in (None, saved["model"]),
+                f"{out} was trained with model {saved['model']}, not {model_name}")
         model_name, mcfg = saved["model"], model_config(saved["model"], dataset.frame_size, saved["model_config"])
         require(tuple(saved["model_config"]["frame_size"]) == dataset.frame_size,
                 f"checkpoint frames are {saved['model_config']['frame_size']} but {data} has {list(dataset.frame_size)}")
         cfg = TrainConfig(**{**saved["train"], **({"steps": cfg.steps, "minutes": cfg.minutes} if cfg else {})})
     else:
-        ckpt, cfg = None, cfg or TrainConfig()
+        ckpt, cfg, model_name = None, cfg or TrainConfig(), model_name or "gumbel-vae"
         mcfg = model_config(model_name, dataset.frame_size, model_overrides)
     cfg = dataclasses.replace(cfg, betas=tuple(cfg.betas)).validate()
     rank, world, device = init_distributed(cfg.device)

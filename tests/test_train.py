@@ -131,3 +131,14 @@ def test_torchrun_two_processes_train_and_rank0_writes(tiny_data, tmp_path):
     assert ckpt["step"] == 4 and ckpt["config"]["world_size"] == 2
     steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 4  # one writer: no interleaved duplicate lines
+
+
+def test_overwrite_never_deletes_the_dataset_inside_the_run_folder(tmp_path):
+    from discodance.data.synthetic import write_synthetic
+    run = tmp_path / "run"
+    data = write_synthetic(run / "data", 120, 32, 32, seed=0)
+    (run / "old.txt").write_text("stale")
+    with pytest.raises(DiscodanceError, match="already exists"):
+        train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), progress=False)
+    train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), overwrite=True, progress=False)
+    assert (data / "frames.npy").exists() and not (run / "old.txt").exists()

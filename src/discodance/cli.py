@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--invert", action="store_true", help="threshold: a bright dancer on a dark backdrop")
     r.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
     r.add_argument("--no-crop", action="store_true", help="keep the source resolution: no crop, no resize")
-    r.add_argument("--fps", type=_positive_float, default=None, help="resample to this frame rate (mocap default 30)")
+    r.add_argument("--fps", type=_positive_float, default=None,
+                   help="videos/mocap: resample to this rate (mocap default 30); image folders: the rate they were shot at (default 24)")
     r.add_argument("--start", type=float, default=None, help="video: first second to use")
     r.add_argument("--end", type=float, default=None, help="video: last second to use")
     r.add_argument("--stride", type=_positive_int, default=1, help="video/images: keep every Nth frame")

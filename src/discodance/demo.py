@@ -28,10 +28,7 @@ def _say(msg: str) -> None:
 def run_demo(out="runs/demo", minutes: float = 4.0, frames: int = 5000, seed: int = 0,
              overwrite: bool = False, device: str = "auto") -> dict:
     from .data.synthetic import write_synthetic
-    from .data.dataset import load_dataset
-    from .generate import generate, to_uint8, write_gif, tile, write_outputs
-    from .metrics import evaluate_model
-    from .train import load_checkpoint, model_from_checkpoint, resolve_device, train
+    from .train import train
 
     out = Path(out)
     require(frames >= 500, f"--frames must be at least 500 for the demo, got {frames}")
@@ -44,8 +41,20 @@ def run_demo(out="runs/demo", minutes: float = 4.0, frames: int = 5000, seed: in
 
     _say(f"[2/4] training gumbel-vae (at most {DEMO_STEPS} steps or {minutes:g} minutes)")
     cfg = TrainConfig(steps=DEMO_STEPS, minutes=minutes, seed=seed, device=device, eval_every=400, ckpt_every=400)
-    ckpt_path = train(data, out, "gumbel-vae", DEMO_MODEL, cfg, overwrite=True)
+    ckpt_path = train(data, out, "gumbel-vae", DEMO_MODEL, cfg)
 
+    return evaluate_and_render(out, data, ckpt_path, seed, device, t0)
+
+
+def evaluate_and_render(out: Path, data: Path, ckpt_path: Path, seed: int = 0, device: str = "auto",
+                        t0: float | None = None) -> dict:
+    """Steps 3 and 4 of the demo: held-out metrics, rollouts and pictures, metrics.json."""
+    from .data.dataset import load_dataset
+    from .generate import generate, tile, to_uint8, write_gif, write_outputs
+    from .metrics import evaluate_model
+    from .train import load_checkpoint, model_from_checkpoint, resolve_device
+
+    t0 = time.perf_counter() if t0 is None else t0
     _say("[3/4] evaluating on the held-out test block")
     dev = resolve_device(device)
     ckpt = load_checkpoint(ckpt_path)

@@ -143,14 +143,19 @@ def model_from_checkpoint(ckpt: dict, device="cpu"):
 
 
 # ----------------------------------------------------------------------------- run folder
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, rank: int) -> None:
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, rank: int, data: Path) -> None:
+    """Create the run folder; with overwrite, empty it first -- but never delete the dataset
+    being trained on when it lives inside the run folder (as the demo's does)."""
     if resume:
         require((out / CHECKPOINT).is_file(), f"cannot resume: {out / CHECKPOINT} does not exist")
         return
-    if out.exists() and any(out.iterdir()):
+    data = Path(data).resolve()
+    existing = [p for p in out.iterdir() if p.resolve() != data] if out.is_dir() else []
+    if existing:
         require(overwrite, f"run folder {out} already exists (pass --overwrite to replace it, or --resume)")
         if rank == 0:
-            shutil.rmtree(out)
+            for p in existing:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -200,7 +205,7 @@ def train(data: str | Path, out: str | Path, model_name: str | None = None, mode
         mcfg = model_config(model_name, dataset.frame_size, model_overrides)
     cfg = dataclasses.replace(cfg, betas=tuple(cfg.betas)).validate()
     rank, world, device = init_distributed(cfg.device)
-    prepare_run_dir(out, resume, overwrite, rank)
+    prepare_run_dir(out, resume, overwrite, rank, Path(data))
     if world > 1:
         dist.barrier()
 

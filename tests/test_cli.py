@@ -106,3 +106,23 @@ def test_installed_entry_point_reports_errors_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "discodance.cli", "info", str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_prepare_video_and_mocap_from_the_command_line(tmp_path, capsys):
+    from test_mocap import bvh_text
+    from test_video import dark_on_bright, figure_masks, write_video
+    video = write_video(tmp_path / "dance.mp4", dark_on_bright(figure_masks(n=20)))
+    code, out, err = cli(capsys, "prepare", video, "--out", tmp_path / "v", "--method", "threshold",
+                         "--size", "32", "24")
+    assert code == 0, err
+    assert "20 frames of 32x24" in out
+    bvh = tmp_path / "move.bvh"
+    bvh.write_text(bvh_text([[0, 0, 0, 0, 0, 0, 10 * t, 0, 0] for t in range(12)]))
+    code, out, err = cli(capsys, "prepare", bvh, "--out", tmp_path / "m", "--fps", "10", "--size", "32", "32")
+    assert code == 0, err
+    code, out, _ = cli(capsys, "info", tmp_path / "m", "--json")
+    assert json.loads(out)["poses"][0] == 12
+    code, _, err = cli(capsys, "prepare", bvh, video, "--out", tmp_path / "x")
+    assert code == 2 and "separate datasets" in err and not (tmp_path / "x").exists()
+    code, _, err = cli(capsys, "prepare", tmp_path / "nope.mp4", "--out", tmp_path / "x")
+    assert code == 2 and "does not exist" in err

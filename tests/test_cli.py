@@ -37,6 +37,9 @@ def test_end_to_end(tiny_run, tmp_path, capsys):
     for key in ("gif", "mp4", "strip", "frames"):
         assert (tmp_path / "gen").joinpath(result["files"][key].split("/")[-1]).stat().st_size > 0
     assert np.load(tmp_path / "gen" / "frames.npy").shape == (3, 18, 32, 32)
+    code, out, err = cli(capsys, "generate", tiny_run / "run", "--out", tmp_path / "prior", "--steps", "3",
+                         "--num", "2", "--mode", "prior", "--json")
+    assert code == 0 and json.loads(out)["shape"] == [2, 4, 32, 32], err
 
     code, out, err = cli(capsys, "evaluate", tiny_run / "run", "--samples", "4", "--json")
     assert code == 0, err

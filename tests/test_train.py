@@ -105,7 +105,7 @@ def _ddp_worker(rank, world, port, batch, out):
 
 def test_two_process_gloo_gradients_equal_one_process_on_the_combined_batch(tmp_path, monkeypatch):
     from discodance.models import blocks, build_model, model_config
-    batch = (torch.rand(8, 2, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.6).float()
+    batch = (torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.6).float()  # window = context 2 + 1
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), batch, tmp_path / "g.pt"), nprocs=2)
     ddp = torch.load(tmp_path / "g.pt", weights_only=True)
     monkeypatch.setattr(blocks, "gumbel_noise", lambda shape, generator, device=None: torch.zeros(shape))

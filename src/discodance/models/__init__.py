@@ -6,10 +6,20 @@ import dataclasses
 from ..config import from_dict
 from ..errors import require
 from .base import DanceModel
+from .code_prior import CodePrior
+from .gan import GAN
 from .gumbel_vae import GumbelVAE
+from .lstm_ae import LSTMAE
+from .vae_lstm_mdn import VAELSTMMDN
+from .vrnn import VRNN
 
 REGISTRY: dict[str, type[DanceModel]] = {
-    "gumbel-vae": GumbelVAE,
+    "gumbel-vae": GumbelVAE,        # the report's discrete-latent VAE and its re-encoding chain
+    "code-prior": CodePrior,        # a learned transition prior over a trained gumbel-vae's codes
+    "vae-lstm-mdn": VAELSTMMDN,     # DanceNet: Gaussian VAE + LSTM + mixture density head
+    "gan": GAN,                     # conditional next-frame GAN (spectral norm, hinge loss)
+    "vrnn": VRNN,                   # Chung et al. 2015
+    "lstm-ae": LSTMAE,              # Srivastava et al. 2015, composite model
 }
 
 

@@ -1,9 +1,19 @@
-"""Shared building blocks: conv encoder/decoder for any frame size, and the Gumbel-Softmax tools.
+"""Shared building blocks: conv encoder/decoder for any frame size, the Gumbel-Softmax tools,
+Gaussian and Bernoulli pieces, the mixture density head, and the rollout helpers.
 
 Gumbel-Softmax / Concrete relaxation: Jang, Gu & Poole, "Categorical Reparameterization with
 Gumbel-Softmax", ICLR 2017 (eq. 1: Gumbel-Max; eq. 2: the relaxed sample
 y_k = softmax((log pi_k + g_k) / tau); Sec. 2.2: the straight-through variant);
 Maddison, Mnih & Teh, "The Concrete Distribution", ICLR 2017.
+
+Gaussian latents: Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014 (Sec. 2.4: the
+reparameterization z = mu + sigma * eps; Appendix B: the closed-form KL to N(0, I)).
+
+Mixture density head: Bishop, "Mixture Density Networks", 1994; in the form of Graves,
+"Generating Sequences With Recurrent Neural Networks", 2013, Sec. 4.1 (eq. 20: softmax mixture
+weights, eq. 21: identity means, eq. 22: exp standard deviations, eq. 26: the negative
+log-likelihood), with diagonal instead of bivariate Gaussians. Sampling temperature as in Ha & Eck,
+"A Neural Representation of Sketch Drawings", ICLR 2018, Sec. 3.3: logits / tau, variances * tau.
 """
 from __future__ import annotations
 
@@ -12,6 +22,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..errors import require
 
 
 # ----------------------------------------------------------------------------- Gumbel-Softmax
@@ -79,6 +91,14 @@ def _conv_grid(height: int, width: int, levels: int) -> tuple[int, int]:
     return math.ceil(height / f), math.ceil(width / f)
 
 
+def pad_to_grid(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Zero-pad (..., H, W) on the right/bottom to multiples of 2^levels (what ConvEncoder does)."""
+    h, w = x.shape[-2:]
+    gh, gw = _conv_grid(h, w, levels)
+    f = 2 ** levels
+    return F.pad(x, (0, gw * f - w, 0, gh * f - h))
+
+
 class ConvEncoder(nn.Module):
     """(B, C, H, W) frames -> (B, out_dim) features, for any H and W.
 
@@ -129,3 +149,121 @@ class ConvDecoder(nn.Module):
         h, w = self.frame_size
         x = self.fc(z).view(len(z), self.top, *self.grid)   # (B, C, gh, gw)
         return self.deconvs(x)[..., :h, :w]
+
+
+# ----------------------------------------------------------------------------- Gaussians
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_noise(shape, generator: torch.Generator | None, device=None) -> torch.Tensor:
+    """Standard normal noise, float32, drawn on the generator's device (CPU by default, so a seed
+    gives the same numbers on every device) and then moved to `device`."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    eps = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
+    return eps.to(device if device is not None else gen_device)
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None,
+                   scale: float = 1.0) -> torch.Tensor:
+    """z = mu + scale * sigma * eps (Kingma & Welling Sec. 2.4); scale 0 gives the mean."""
+    eps = gaussian_noise(mu.shape, generator, mu.device).to(mu.dtype)
+    return mu + scale * torch.exp(0.5 * logvar) * eps
+
+
+def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(x; mu, diag(exp(logvar))) summed over the last axis, in float32."""
+    x, mu, logvar = x.float(), mu.float(), logvar.float()
+    return -0.5 * ((x - mu) ** 2 * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
+def kl_gaussian(mu_q, logvar_q, mu_p=None, logvar_p=None) -> torch.Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over the last axis (float32); p = N(0, I) by default."""
+    mu_q, logvar_q = mu_q.float(), logvar_q.float()
+    mu_p = torch.zeros_like(mu_q) if mu_p is None else mu_p.float()
+    logvar_p = torch.zeros_like(logvar_q) if logvar_p is None else logvar_p.float()
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) * torch.exp(-logvar_p) - 1).sum(-1)
+
+
+# ----------------------------------------------------------------------------- mixture density head
+class MDNHead(nn.Module):
+    """(..., in_dim) features -> a mixture of M diagonal Gaussians over a dim-vector:
+    logit_pi (..., M), mu (..., M, dim), log_sigma (..., M, dim).
+
+    sigma is a standard deviation (never a variance), bounded below by exp(min_log_sigma) through a
+    softplus, so the density stays finite when a latent dimension is (almost) constant.
+    """
+
+    def __init__(self, in_dim: int, dim: int, mixtures: int, min_log_sigma: float = -7.0):
+        super().__init__()
+        self.dim, self.mixtures, self.min_log_sigma = dim, mixtures, min_log_sigma
+        self.proj = nn.Linear(in_dim, mixtures * (1 + 2 * dim))
+
+    def forward(self, h: torch.Tensor):
+        m, d = self.mixtures, self.dim
+        out = self.proj(h).float()
+        logit_pi, rest = out[..., :m], out[..., m:].unflatten(-1, (m, 2 * d))    # (..., M), (..., M, 2D)
+        mu, raw = rest[..., :d], rest[..., d:]                                    # (..., M, D) each
+        log_sigma = self.min_log_sigma + F.softplus(raw - self.min_log_sigma)
+        return logit_pi, mu, log_sigma
+
+
+def mdn_log_prob(logit_pi: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,
+                 x: torch.Tensor) -> torch.Tensor:
+    """log sum_m pi_m prod_d N(x_d; mu_md, sigma_md^2), shape (...), in float32 nats."""
+    x = x.float()[..., None, :]                                                   # (..., 1, D)
+    z = (x - mu) * torch.exp(-log_sigma)                                          # (..., M, D)
+    comp = -0.5 * (z ** 2 + LOG_2PI).sum(-1) - log_sigma.sum(-1)                  # (..., M)
+    return torch.logsumexp(logit_pi.log_softmax(-1) + comp, dim=-1)
+
+
+def mdn_sample(logit_pi: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,
+               generator: torch.Generator | None, temperature: float = 1.0) -> torch.Tensor:
+    """A sample (..., D): component m ~ Cat(softmax(logit_pi / tau)), then x ~ N(mu_m, tau * sigma_m^2).
+    tau = 1 is the model's distribution; tau = 0 takes the mean of the most likely component."""
+    one_hot = sample_one_hot(logit_pi, generator, temperature)[..., None]          # (..., M, 1)
+    mean = (one_hot * mu).sum(-2)                                                 # (..., D)
+    sigma = (one_hot * log_sigma.exp()).sum(-2)
+    eps = gaussian_noise(mean.shape, generator, mean.device)
+    return mean + math.sqrt(temperature) * sigma * eps
+
+
+# ----------------------------------------------------------------------------- frames
+FEEDBACK = ("binary", "sample", "probs")
+
+
+def frame_log_likelihood(x_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log prod_pixels Bernoulli(target; sigmoid(x_logits)) per frame: (..., H, W) -> (...), float32 nats."""
+    return -F.binary_cross_entropy_with_logits(x_logits.float(), target.float(), reduction="none").sum((-2, -1))
+
+
+def feedback_frames(probs: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Pixel probabilities -> the frame a rollout shows and feeds back: thresholded ("binary"), a
+    Bernoulli sample ("sample", uniforms drawn on the generator's device) or the probabilities."""
+    if mode == "probs":
+        return probs
+    if mode == "binary":
+        return (probs > 0.5).to(probs.dtype)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(probs.shape, generator=generator, device=gen_device).to(probs.device)
+    return (u < probs).to(probs.dtype)
+
+
+def check_rollout_options(temperature: float, feedback: str) -> None:
+    require(feedback in FEEDBACK, f"feedback must be one of {', '.join(FEEDBACK)}, got {feedback!r}")
+    require(temperature >= 0, f"temperature must be >= 0, got {temperature}")
+
+
+def frame_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Intersection over union per frame of boolean masks (..., H, W); two empty masks give 1."""
+    inter = (pred & truth).sum((-2, -1)).float()
+    union = (pred | truth).sum((-2, -1)).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+    """in -> hidden (SiLU) x (layers - 1) -> out."""
+    dims = [in_dim] + [hidden] * (layers - 1)
+    mods = []
+    for a, b in zip(dims, dims[1:]):
+        mods += [nn.Linear(a, b), nn.SiLU()]
+    return nn.Sequential(*mods, nn.Linear(dims[-1], out_dim))

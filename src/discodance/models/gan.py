@@ -1,0 +1,152 @@
+"""gan: a conditional next-frame GAN that rolls out from seed frames.
+
+    generator      x_t = G(x_t-c..t-1, n),  n ~ N(0, I)     conv encoder of the context -> [code, n] -> conv decoder
+    discriminator  D(x_t-c..t-1, x_t) -> score               spectral-normalised conv net on (context, next) stacks
+
+Architecture after DCGAN (Radford, Metz & Chintala, ICLR 2016: strided convolutions, no pooling); the
+generator conditioned on the previous frames as in pix2pix (Isola et al., CVPR 2017), whose objective
+we use: the conditional adversarial loss plus a reconstruction term (eq. 4,
+G* = arg min_G max_D L_cGAN + lambda L_rec), here with the pixel cross-entropy as L_rec — on small
+CPU-sized data it anchors the generator to the real continuation while the adversarial term keeps
+its frames sharp. Stabilisers: spectral normalisation of every discriminator layer (Miyato et al.,
+ICLR 2018, eq. 8: W / sigma(W), one power iteration per forward) and the hinge loss (Lim & Ye 2017):
+    L_D = E[relu(1 - D(c, x))] + E[relu(1 + D(c, G(c, n)))],     L_G = -E[D(c, G(c, n))] + lambda L_rec.
+
+forward() returns {"generator": L_G, "discriminator": L_D} from one discriminator pass over the real
+and generated pairs. Each loss must be back-propagated into its own group only — the trainer does
+this with backward(inputs=group parameters) — so L_D does not move G and L_G does not move D.
+
+No likelihood: evaluate() reports the IoU of the generated next frame and the pixel cross-entropy of
+the generator's probabilities ('pixel_xent', nats per frame; not a bound on any likelihood).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ..errors import require
+from .base import DanceModel
+from .blocks import (ConvDecoder, ConvEncoder, _conv_grid, check_rollout_options, feedback_frames, frame_iou,
+                     frame_log_likelihood, gaussian_noise, pad_to_grid)
+
+
+@dataclass
+class GANConfig:
+    frame_size: tuple[int, int] = (64, 64)
+    context: int = 2              # previous frames the generator and discriminator see
+    noise: int = 32               # noise dimensions
+    code: int = 256               # generator's encoding of the context
+    rec_weight: float = 10.0      # lambda of the reconstruction term (0 = pure hinge GAN)
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    d_channels: tuple[int, ...] = (32, 64, 128, 256)
+    hidden: int = 512
+
+    def validate(self) -> "GANConfig":
+        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
+        require(self.context >= 1 and self.noise >= 1 and self.code >= 1 and self.hidden >= 1,
+                "context, noise, code and hidden must be >= 1")
+        require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
+        for name in ("channels", "d_channels"):
+            ch = getattr(self, name)
+            require(len(ch) >= 1 and min(ch) >= 1, f"{name} must be positive, got {ch}")
+        return self
+
+
+class Critic(nn.Module):
+    """(B, C, H, W) -> (B,) scores; stride-2 spectral-normalised convs with LeakyReLU, no normalisation
+    layers, input zero-padded to a multiple of 2^levels (any frame size)."""
+
+    def __init__(self, in_channels: int, frame_size, channels):
+        super().__init__()
+        self.frame_size, self.levels = tuple(frame_size), len(channels)
+        layers, c_in = [], in_channels
+        for c in channels:
+            layers += [spectral_norm(nn.Conv2d(c_in, c, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        gh, gw = _conv_grid(*self.frame_size, self.levels)
+        self.head = spectral_norm(nn.Linear(c_in * gh * gw, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(pad_to_grid(x, self.levels)).flatten(1))[:, 0]       # (B,)
+
+
+class GAN(DanceModel):
+    config_class = GANConfig
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config.validate())
+        c = config
+        self.context_encoder = ConvEncoder(c.context, c.frame_size, c.code, c.channels, c.hidden)
+        self.frame_decoder = ConvDecoder(c.code + c.noise, c.frame_size, 1, c.channels, c.hidden)
+        self.critic = Critic(c.context + 1, c.frame_size, c.d_channels)
+
+    @property
+    def window(self) -> int:
+        return self.config.context + 1
+
+    @property
+    def seed_frames(self) -> int:
+        return self.config.context
+
+    def optimizer_groups(self):
+        gen = [p for n, p in self.named_parameters() if not n.startswith("critic.") and p.requires_grad]
+        return {"generator": gen, "discriminator": [p for p in self.critic.parameters() if p.requires_grad]}
+
+    # --------------------------------------------------------------------------- pieces
+    def generate(self, context: torch.Tensor, generator, scale: float = 1.0) -> torch.Tensor:
+        """Context frames (B, c, H, W) + noise (scaled by `scale`) -> next-frame pixel logits (B, H, W)."""
+        n = scale * gaussian_noise((len(context), self.config.noise), generator, context.device).to(context.dtype)
+        return self.frame_decoder(torch.cat([self.context_encoder(context), n], -1))[:, 0]
+
+    # --------------------------------------------------------------------------- training
+    def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
+        c = self.config.context
+        context, real = batch[:, :c], batch[:, c]                                # (B, c, H, W), (B, H, W)
+        logits = self.generate(context, generator)                               # (B, H, W)
+        fake = torch.sigmoid(logits)
+        pairs = torch.cat([torch.cat([context, real[:, None]], 1),
+                           torch.cat([context, fake[:, None]], 1)], 0)           # (2B, c + 1, H, W)
+        scores = self.critic(pairs).float()
+        d_real, d_fake = scores.chunk(2)                                         # (B,) each
+        d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        rec = -frame_log_likelihood(logits, real) / (real.shape[-1] * real.shape[-2])   # (B,) nats per pixel
+        g_loss = -d_fake.mean() + self.config.rec_weight * rec.mean()
+        logs = {"loss": (g_loss + d_loss).item(), "g_loss": g_loss.item(), "d_loss": d_loss.item(),
+                "rec": rec.mean().item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+        return {"generator": g_loss, "discriminator": d_loss}, logs
+
+    # --------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, batch: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None
+                 ) -> dict[str, torch.Tensor]:
+        """IoU of the generated next frame and its pixel cross-entropy, averaged over noise samples."""
+        c = self.config.context
+        context, real = batch[:, :c], batch[:, c]
+        iou, xent = [], []
+        for _ in range(samples):
+            logits = self.generate(context, generator)
+            iou.append(frame_iou(logits > 0, real > 0.5))
+            xent.append(-frame_log_likelihood(logits, real))
+        return {"iou": torch.stack(iou, 1).mean(1), "pixel_xent": torch.stack(xent, 1).mean(1)}
+
+    # --------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def rollout(self, seed: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+                temperature: float = 1.0, feedback: str = "binary") -> torch.Tensor:
+        """Seed frames (B, context, H, W) -> (B, 1 + steps, H, W) in [0, 1]; temperature scales the
+        noise (0 = no noise), and the shown frame is fed back as context."""
+        check_rollout_options(temperature, feedback)
+        frames = list(seed.unbind(1))
+        out = [frames[-1]]
+        for _ in range(steps):
+            context = torch.stack(frames[-self.config.context:], 1)
+            probs = torch.sigmoid(self.generate(context, generator, temperature).float())
+            x = feedback_frames(probs, feedback, generator).to(seed.dtype)
+            frames.append(x)
+            out.append(x)
+        return torch.stack(out, 1)

@@ -1,0 +1,161 @@
+"""vrnn: the variational recurrent neural network of Chung et al., "A Recurrent Latent Variable Model for
+Sequential Data", NeurIPS 2015, with conv feature extractors and Bernoulli pixels.
+
+    prior       p(z_t | x_<t, z_<t) = N(mu_0,t, diag sigma_0,t^2),  [mu_0,t, sigma_0,t] = phi_prior(h_t-1)      eq. 5
+    generation  p(x_t | z_<=t, x_<t) = Bernoulli(sigmoid(phi_dec(phi_z(z_t), h_t-1)))                      eq. 6
+    recurrence  h_t = GRU([phi_x(x_t), phi_z(z_t)], h_t-1)                                                  eq. 7
+    inference   q(z_t | x_<=t, z_<t) = N(mu_z,t, diag sigma_z,t^2), [mu_z,t, sigma_z,t] = phi_enc(phi_x(x_t), h_t-1)  eq. 9
+
+phi_x is a conv encoder, phi_dec a conv decoder (models/blocks.py); phi_prior, phi_enc and phi_z are MLPs.
+Training maximises the timestep-wise lower bound (eq. 11)
+    E_q[ sum_t log p(x_t | z_<=t, x_<t) - KL(q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t)) ]
+on windows of seq_len frames (state starts at zero at the window start), with the KL in closed form.
+Evaluation reports it per frame ('nelbo') and the importance-weighted bound over whole windows
+(Burda et al. 2016, eq. 8, with the filtering q as proposal: 'iwae').
+
+Rollout: the seed frames are filtered (z_t ~ q, h_t updated with the real frames); then each step
+samples z_t from the prior, decodes x_t and feeds it back through phi_x into the recurrence — the
+model's own ancestral sampling, so every generated frame is re-encoded by phi_x (not by q).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..errors import require
+from .base import DanceModel
+from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
+                     frame_log_likelihood, gaussian_log_prob, kl_gaussian, mlp, reparameterize)
+
+
+@dataclass
+class VRNNConfig:
+    frame_size: tuple[int, int] = (64, 64)
+    latent: int = 32              # z_t dimensions
+    state: int = 256              # GRU hidden state h_t
+    features: int = 256           # phi_x(x_t) output size
+    z_features: int = 64          # phi_z(z_t) output size
+    seq_len: int = 8              # frames per training window
+    seed_len: int = 4             # real frames filtered before a rollout
+    kl_weight: float = 1.0
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    hidden: int = 512
+
+    def validate(self) -> "VRNNConfig":
+        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
+        require(min(self.latent, self.state, self.features, self.z_features, self.hidden) >= 1,
+                "latent, state, features, z_features and hidden must be >= 1")
+        require(self.seq_len >= 1 and self.seed_len >= 1, "seq_len and seed_len must be >= 1")
+        require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
+        require(len(self.channels) >= 1 and min(self.channels) >= 1, f"channels must be positive, got {self.channels}")
+        return self
+
+
+class VRNN(DanceModel):
+    config_class = VRNNConfig
+
+    def __init__(self, config: VRNNConfig):
+        super().__init__(config.validate())
+        c = config
+        self.phi_x = ConvEncoder(1, c.frame_size, c.features, c.channels, c.hidden)
+        self.phi_z = nn.Sequential(nn.Linear(c.latent, c.z_features), nn.SiLU())
+        self.phi_prior = mlp(c.state, c.hidden, 2 * c.latent)
+        self.phi_enc = mlp(c.features + c.state, c.hidden, 2 * c.latent)
+        self.phi_dec = ConvDecoder(c.z_features + c.state, c.frame_size, 1, c.channels, c.hidden)
+        self.rnn = nn.GRUCell(c.features + c.z_features, c.state)
+
+    @property
+    def window(self) -> int:
+        return self.config.seq_len
+
+    @property
+    def seed_frames(self) -> int:
+        return self.config.seed_len
+
+    # --------------------------------------------------------------------------- pieces
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """phi_x: (B, T, H, W) -> (B, T, features)."""
+        B, T = frames.shape[:2]
+        return self.phi_x(frames.reshape(B * T, 1, *frames.shape[-2:])).view(B, T, -1)
+
+    def decode(self, fz: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """phi_dec: phi_z(z) (..., Fz) and h (..., state) -> pixel logits (..., H, W)."""
+        lead = fz.shape[:-1]
+        x = torch.cat([fz, h], -1).reshape(-1, fz.shape[-1] + h.shape[-1])
+        return self.phi_dec(x)[:, 0].view(*lead, *self.frame_size)
+
+    def filter(self, fx: torch.Tensor, generator, h=None):
+        """Run inference over features fx (B, T, F): per step the posterior and prior parameters, the
+        sample z_t ~ q, phi_z(z_t) and h_t-1. Returns a dict of (B, T, ...) tensors and the final h."""
+        B, T = fx.shape[:2]
+        h = fx.new_zeros(B, self.config.state) if h is None else h               # (B, S)
+        keys = ("mu_q", "logvar_q", "mu_p", "logvar_p", "z", "fz", "h")
+        out = {k: [] for k in keys}
+        for t in range(T):
+            mu_p, logvar_p = self.phi_prior(h).chunk(2, -1)                      # (B, D) each, eq. 5
+            mu_q, logvar_q = self.phi_enc(torch.cat([fx[:, t], h], -1)).chunk(2, -1)   # eq. 9
+            z = reparameterize(mu_q, logvar_q, generator)
+            fz = self.phi_z(z)                                                   # (B, Fz)
+            for k, v in zip(keys, (mu_q, logvar_q, mu_p, logvar_p, z, fz, h)):
+                out[k].append(v)
+            h = self.rnn(torch.cat([fx[:, t], fz], -1), h)                       # eq. 7
+        return {k: torch.stack(v, 1) for k, v in out.items()}, h
+
+    # --------------------------------------------------------------------------- training
+    def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
+        f, _ = self.filter(self.features(batch), generator)
+        rec = -frame_log_likelihood(self.decode(f["fz"], f["h"]), batch)         # (B, T), eq. 6
+        kl = kl_gaussian(f["mu_q"], f["logvar_q"], f["mu_p"], f["logvar_p"])     # (B, T)
+        pixels = batch.shape[-1] * batch.shape[-2]
+        loss = (rec + self.config.kl_weight * kl).mean() / pixels                # nats per pixel, eq. 11
+        logs = {"loss": loss.item(), "rec_nats": rec.mean().item(), "kl_nats": kl.mean().item()}
+        return loss, logs
+
+    # --------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, batch: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
+                 chunk: int = 16) -> dict[str, torch.Tensor]:
+        """Per-frame bound (eq. 11), importance-weighted window bound, and the IoU of the last frame
+        predicted from the prior given the earlier frames."""
+        B, T = batch.shape[:2]
+        fx = self.features(batch)                                                # (B, T, F)
+        log_w, nelbo, kls, iou = [], [], [], []
+        for s0 in range(0, samples, chunk):
+            s = min(chunk, samples - s0)
+            x, fxs = batch.repeat_interleave(s, 0), fx.repeat_interleave(s, 0)
+            f, _ = self.filter(fxs, generator)
+            ll = frame_log_likelihood(self.decode(f["fz"], f["h"]), x)           # (B*s, T)
+            kl = kl_gaussian(f["mu_q"], f["logvar_q"], f["mu_p"], f["logvar_p"])
+            log_pq = gaussian_log_prob(f["z"], f["mu_p"], f["logvar_p"]) - gaussian_log_prob(f["z"], f["mu_q"], f["logvar_q"])
+            log_w.append((ll + log_pq).sum(1).view(B, s))
+            nelbo.append((kl - ll).sum(1).view(B, s))
+            kls.append(kl.sum(1).view(B, s))
+            z = reparameterize(f["mu_p"][:, -1], f["logvar_p"][:, -1], generator)   # prior at the last step
+            pred = self.decode(self.phi_z(z), f["h"][:, -1]) > 0
+            iou.append(frame_iou(pred, x[:, -1] > 0.5).view(B, s))
+        log_w, nelbo, kls, iou = (torch.cat(v, 1) for v in (log_w, nelbo, kls, iou))
+        iwae = -(torch.logsumexp(log_w, 1) - math.log(samples)) / T
+        return {"nelbo": nelbo.mean(1) / T, "iwae": iwae, "rec": (nelbo - kls).mean(1) / T,
+                "kl": kls.mean(1) / T, "iou": iou.mean(1)}
+
+    # --------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def rollout(self, seed: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+                temperature: float = 1.0, feedback: str = "binary") -> torch.Tensor:
+        """Seed frames (B, seed_len, H, W) -> (B, 1 + steps, H, W) in [0, 1]: filter the seed, then
+        ancestral sampling (z_t from the prior with its standard deviation scaled by sqrt(tau);
+        tau = 0 takes the prior mean); the shown frame is also the one fed back through phi_x."""
+        check_rollout_options(temperature, feedback)
+        _, h = self.filter(self.features(seed), generator)                       # h after the seed
+        out = [seed[:, -1]]
+        for _ in range(steps):
+            mu_p, logvar_p = self.phi_prior(h).chunk(2, -1)
+            fz = self.phi_z(reparameterize(mu_p, logvar_p, generator, math.sqrt(temperature)))
+            probs = torch.sigmoid(self.decode(fz, h).float())
+            x = feedback_frames(probs, feedback, generator).to(seed.dtype)       # (B, H, W)
+            out.append(x)
+            h = self.rnn(torch.cat([self.features(x[:, None])[:, 0], fz], -1), h)
+        return torch.stack(out, 1)

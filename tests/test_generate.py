@@ -52,3 +52,14 @@ def test_write_outputs_names(tmp_path):
     files = write_outputs(tmp_path, sequences(), fps=12)
     assert {k: v.split("/")[-1] for k, v in files.items()} == {"gif": "samples.gif", "mp4": "samples.mp4",
                                                                "strip": "strip.png"}
+
+
+def test_models_with_different_seed_lengths_share_the_last_seed_frame(tiny_data):
+    from discodance.data.dataset import load_dataset
+    from discodance.generate import seed_starts
+    d = load_dataset(tiny_data)
+    last = [seed_starts(d, "test", c, 3, continuation=4) + c - 1 for c in (1, 2, 5)]
+    assert all(np.array_equal(last[0], x) for x in last)
+    for c, starts in zip((1, 2, 5), last):
+        for s in starts - c + 1:
+            assert any(b <= s and s + c <= e for b, e in d.blocks("test"))

@@ -20,15 +20,25 @@ STRIP_FRAMES = (0, 1, 2, 16)  # the report's figures 1-4: the seed and generated
 
 
 # ----------------------------------------------------------------------------- rollouts
+SEED_LEAD = 8  # seeds are placed as if every model needed this many frames: all models share seed frames
+
+
 def seed_starts(dataset: Dataset, split: str, context: int, num: int, continuation: int = 0) -> np.ndarray:
-    """`num` seed windows spread evenly over a held-out split (deterministic). Where the split
-    allows it, each seed is followed by `continuation` real frames, so real and generated dances
-    can be shown side by side."""
-    starts = dataset.window_starts(split, context + continuation)
+    """First frames of `num` seed windows of `context` frames, spread evenly over a held-out split.
+
+    The last seed frame is chosen the same way whatever `context` is (as if every model needed
+    SEED_LEAD frames), so models with different seed lengths roll out from the same frame and
+    their GIFs compare side by side. Where the split allows, each seed is followed by
+    `continuation` real frames, so real and generated dances can be shown together.
+    """
+    lead = max(context, SEED_LEAD)
+    starts = dataset.window_starts(split, lead + continuation)
     if len(starts) == 0:
+        lead = context
         starts = dataset.window_starts(split, context)
     require(len(starts) > 0, f"split {split!r} of {dataset.path} has no {context} consecutive frames to seed from")
-    return starts[np.linspace(0, len(starts) - 1, num).round().astype(int)]
+    anchors = starts[np.linspace(0, len(starts) - 1, num).round().astype(int)] + lead - 1  # last seed frames
+    return anchors - context + 1
 
 
 @torch.no_grad()

@@ -34,8 +34,9 @@ def phase(name: str, steps: int) -> dict:
         opt = make_optimizers(model, cfg)["model"]
         b = cfg.batch_size
         def one(step):
-            idx = torch.randint(0, len(data) - 1, (b,), generator=torch.Generator().manual_seed(step))
-            batch = torch.stack([data[idx], data[idx + 1]], 1)
+            w = model.window
+            idx = torch.randint(0, len(data) - w + 1, (b,), generator=torch.Generator().manual_seed(step))
+            batch = torch.stack([data[idx + k] for k in range(w)], 1)              # (B, window, H, W)
             loss, _ = model(batch, step=step, generator=step_generator(0, step))
             opt.zero_grad()
             loss.backward()
@@ -47,17 +48,18 @@ def phase(name: str, steps: int) -> dict:
         for s in range(steps):
             one(s)
         dt = time.perf_counter() - t
-        result.update(batch_size=b, steps=steps, seconds=dt, frames_per_s=b * steps / dt)
+        # one training example is a window of `w` frames (2 encoder frames + the next frame)
+        result.update(batch_size=b, steps=steps, seconds=dt, rate=b * steps / dt, unit="windows/s")
     else:
         b = int(name.removeprefix("rollout"))
         model.eval()
-        seed = data[:b, None]
+        seed = torch.stack([data[k:k + b] for k in range(model.seed_frames)], 1)   # (B, seed_frames, H, W)
         model.rollout(seed, 2, torch.Generator().manual_seed(0))
         n = max(8, steps // 2)
         t = time.perf_counter()
         model.rollout(seed, n, torch.Generator().manual_seed(0))
         dt = time.perf_counter() - t
-        result.update(batch_size=b, steps=n, seconds=dt, frames_per_s=b * n / dt)
+        result.update(batch_size=b, steps=n, seconds=dt, rate=b * n / dt, unit="generated frames/s")
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -78,12 +80,12 @@ def main() -> None:
         rows.append(json.loads(out.strip().splitlines()[-1]))
     import torch
     info = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
-            "config": "demo gumbel-vae, 64x64, N=32 K=16, channels 16-32-64-128", "results": rows}
+            "config": "demo gumbel-vae, 64x64, N=32 K=16, context 2, channels 16-32-64-128, hidden 256", "results": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(info, indent=2))
-    print(f"{'phase':10} {'batch':>5} {'frames/s':>10} {'peak RSS MB':>12}")
+    print(f"{'phase':10} {'batch':>5} {'rate':>10} {'unit':18} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['phase']:10} {r['batch_size']:>5} {r['frames_per_s']:>10.1f} {r['peak_rss_mb']:>12.0f}")
+        print(f"{r['phase']:10} {r['batch_size']:>5} {r['rate']:>10.1f} {r['unit']:18} {r['peak_rss_mb']:>12.0f}")
 
 
 if __name__ == "__main__":

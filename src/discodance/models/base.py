@@ -14,6 +14,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..errors import require
+
+
+def check_conv_settings(frame_size, channels) -> None:
+    """Settings every conv model shares: frames of at least 4x4 pixels, positive channel counts."""
+    require(len(frame_size) == 2 and min(frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {frame_size}")
+    require(len(channels) >= 1 and min(channels) >= 1, f"channels must be positive, got {channels}")
+
 
 class DanceModel(nn.Module):
     """Base class: holds the typed config and gives the defaults of the protocol."""

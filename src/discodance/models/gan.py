@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..errors import require
-from .base import DanceModel
+from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, _conv_grid, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_noise, pad_to_grid)
 
@@ -46,13 +46,11 @@ class GANConfig:
     hidden: int = 512
 
     def validate(self) -> "GANConfig":
-        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
+        check_conv_settings(self.frame_size, self.channels)
+        check_conv_settings(self.frame_size, self.d_channels)
         require(self.context >= 1 and self.noise >= 1 and self.code >= 1 and self.hidden >= 1,
                 "context, noise, code and hidden must be >= 1")
         require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
-        for name in ("channels", "d_channels"):
-            ch = getattr(self, name)
-            require(len(ch) >= 1 and min(ch) >= 1, f"{name} must be positive, got {ch}")
         return self
 
 

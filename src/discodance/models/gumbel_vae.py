@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import require
-from .base import DanceModel
+from .base import DanceModel, check_conv_settings
 from .blocks import ConvDecoder, ConvEncoder, kl_categorical, sample_one_hot, temperature_at
 from .estimators import ESTIMATORS, NVILBaseline, bernoulli_logits, log_probs, sample_code, scale_gradient
 from .mlp import MLPDecoder, MLPEncoder
@@ -89,8 +89,7 @@ class GumbelVAEConfig:
         require(0 <= self.nvil_alpha < 1, f"nvil_alpha must be in [0, 1), got {self.nvil_alpha}")
         require(self.prior in ("uniform", "learned"), f"prior must be uniform or learned, got {self.prior!r}")
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
-        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
-        require(len(self.channels) >= 1 and min(self.channels) >= 1, f"channels must be positive, got {self.channels}")
+        check_conv_settings(self.frame_size, self.channels)
         return self
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import require
-from .base import DanceModel
+from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood)
 
@@ -48,12 +48,11 @@ class LSTMAEConfig:
     hidden: int = 512
 
     def validate(self) -> "LSTMAEConfig":
-        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
+        check_conv_settings(self.frame_size, self.channels)
         require(self.input_frames >= 1 and self.future_frames >= 1, "input_frames and future_frames must be >= 1")
         require(min(self.features, self.lstm_hidden, self.lstm_layers, self.query, self.hidden) >= 1,
                 "features, lstm_hidden, lstm_layers, query and hidden must be >= 1")
         require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
-        require(len(self.channels) >= 1 and min(self.channels) >= 1, f"channels must be positive, got {self.channels}")
         return self
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import require
-from .base import DanceModel
+from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, MDNHead, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_log_prob, kl_gaussian, mdn_log_prob, mdn_sample,
                      reparameterize)
@@ -64,14 +64,13 @@ class VAELSTMMDNConfig:
     hidden: int = 512
 
     def validate(self) -> "VAELSTMMDNConfig":
-        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
+        check_conv_settings(self.frame_size, self.channels)
         require(self.latent >= 1 and self.lstm_layers >= 1 and self.lstm_hidden >= 1 and self.mixtures >= 1,
                 "latent, lstm_layers, lstm_hidden and mixtures must be >= 1")
         require(self.seq_len >= 2, f"seq_len must be >= 2 (the MDN predicts the next latent), got {self.seq_len}")
         require(1 <= self.seed_len, f"seed_len must be >= 1, got {self.seed_len}")
         require(self.kl_weight >= 0 and self.mdn_weight >= 0, "kl_weight and mdn_weight must be >= 0")
         require(self.mdn_start >= 0, f"mdn_start must be >= 0, got {self.mdn_start}")
-        require(len(self.channels) >= 1 and min(self.channels) >= 1, f"channels must be positive, got {self.channels}")
         return self
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import require
-from .base import DanceModel
+from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_log_prob, kl_gaussian, mlp, reparameterize)
 
@@ -45,12 +45,11 @@ class VRNNConfig:
     hidden: int = 512
 
     def validate(self) -> "VRNNConfig":
-        require(len(self.frame_size) == 2 and min(self.frame_size) >= 4, f"frame_size must be (H, W) >= 4, got {self.frame_size}")
+        check_conv_settings(self.frame_size, self.channels)
         require(min(self.latent, self.state, self.features, self.z_features, self.hidden) >= 1,
                 "latent, state, features, z_features and hidden must be >= 1")
         require(self.seq_len >= 1 and self.seed_len >= 1, "seq_len and seed_len must be >= 1")
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
-        require(len(self.channels) >= 1 and min(self.channels) >= 1, f"channels must be positive, got {self.channels}")
         return self
 
 

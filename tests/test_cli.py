@@ -66,7 +66,7 @@ def test_resume_continues_with_the_runs_own_settings(tiny_run, tmp_path, capsys)
 
 
 def test_every_subcommand_has_help(capsys):
-    for command in ("demo", "synth", "prepare", "train", "generate", "evaluate", "info"):
+    for command in ("demo", "synth", "prepare", "train", "generate", "evaluate", "compare", "info"):
         code, out, _ = cli(capsys, command, "--help")
         assert code == 0 and "usage: discodance " + command in out
 

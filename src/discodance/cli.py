@@ -139,10 +139,42 @@ def cmd_evaluate(args) -> None:
     dataset = load_dataset(args.data or ckpt["config"]["data"])
     require(dataset.frame_size == model.frame_size,
             f"the model was trained on {list(model.frame_size)} frames but {dataset.path} has {list(dataset.frame_size)}")
-    result = evaluate_model(model, dataset, args.split, args.samples, args.batch_size, args.seed,
-                            args.max_windows, device)
+    if args.full:
+        from .quality import FullEvalConfig, evaluate_full
+        require(args.split == "test", "--full evaluates on the test split only")
+        cfg = FullEvalConfig(rollouts=args.rollouts, samples=args.samples, batch_size=args.batch_size,
+                             max_windows=args.max_windows, seed=args.seed)
+        run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+        result = evaluate_full(model, ckpt, dataset, cfg, device, run_dir=run_dir,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
+    else:
+        result = evaluate_model(model, dataset, args.split, args.samples, args.batch_size, args.seed,
+                                args.max_windows, device)
     result.update({"run": str(args.run), "data": str(dataset.path), "step": ckpt["step"]})
     _emit(result, args.json, _print_mapping)
+
+
+def _model_sets(pairs: list[str] | None) -> dict[str, dict[str, str]]:
+    """['gan:noise=8', 'vrnn:latent=4'] -> {'gan': {'noise': '8'}, 'vrnn': {'latent': '4'}}."""
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs or []:
+        model, sep, setting = pair.partition(":")
+        require(sep and "=" in setting, f"--set expects MODEL:key=value, got {pair!r}")
+        out.setdefault(model.strip(), {}).update(parse_overrides([setting]))
+    return out
+
+
+def cmd_compare(args) -> None:
+    from .compare import CompareConfig, run_compare
+    from .quality import FullEvalConfig
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    cfg = CompareConfig(data=args.data, models=models, out=args.out, minutes=args.minutes, seeds=args.seeds,
+                        steps=args.steps, model_sets=_model_sets(args.set),
+                        train_sets=parse_overrides(args.train_set), prior_share=args.prior_share,
+                        device=args.device, overwrite=args.overwrite,
+                        evaluation=FullEvalConfig(rollouts=args.rollouts, samples=args.samples))
+    result = run_compare(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    _emit(result, args.json, lambda r: print(f"report: {r['report']}"))
 
 
 def cmd_info(args) -> None:
@@ -259,8 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-windows", type=_positive_int, default=None, help="evaluate on at most this many frames")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    e.add_argument("--full", action="store_true",
+                   help="also roll out and measure frame/motion quality, rollout health and cost (docs/evaluation.md)")
+    e.add_argument("--rollouts", type=_positive_int, default=32, help="--full: sequences rolled out (default 32)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="train several models on one budget and seeds, evaluate them, write an HTML report")
+    c.add_argument("--data", required=True, help="dataset folder")
+    c.add_argument("--models", required=True, help=f"comma-separated, from: {', '.join(sorted(REGISTRY))}")
+    c.add_argument("--minutes", type=_positive_float, required=True, help="training budget per run (code-prior: both stages)")
+    c.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..S-1 per model (default 1)")
+    c.add_argument("--out", required=True, help="report folder to create")
+    c.add_argument("--steps", type=_positive_int, default=None, help="also stop each run after this many steps")
+    c.add_argument("--set", action="append", metavar="MODEL:KEY=VALUE", help="model setting, e.g. gan:noise=16 (repeatable)")
+    c.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="training-loop setting for every run")
+    c.add_argument("--prior-share", type=_positive_float, default=0.25,
+                   help="code-prior: share of its budget for the prior; its base gumbel-vae gets the rest")
+    c.add_argument("--rollouts", type=_positive_int, default=32, help="sequences rolled out per run (default 32)")
+    c.add_argument("--samples", type=_positive_int, default=32,
+                   help="importance samples of the likelihood (default 32; evaluate uses 100)")
+    c.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_compare)
 
     i = sub.add_parser("info", help="describe a dataset folder, run folder or checkpoint")
     i.add_argument("path")

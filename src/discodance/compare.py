@@ -1,0 +1,273 @@
+"""`discodance compare`: train several models under one wall-clock budget and the same seeds,
+evaluate them all with quality.evaluate_full, and write a report folder (report.py).
+
+Fairness rules:
+- every (model, seed) run gets the same `minutes` of training wall time (and, if given, the same
+  step cap), the same data, the same training-loop settings and the same seed;
+- code-prior needs a trained gumbel-vae: its run trains its own base gumbel-vae first, and its
+  budget counts both stages -- the base gets (1 - prior_share) of the minutes, the prior the rest;
+- each run trains in its own process (the `discodance train` command), so one model's memory and
+  threads never affect another's, and the operating system reports that process's peak memory;
+- every model rolls out from the same held-out seed frames (generate.seed_starts aligns seeds
+  across models with different seed lengths).
+
+The report is built in <out>.partial and renamed to <out> when complete. A finished run inside
+<out>.partial (its train.json and evaluation.json written) is kept when the same compare is started
+again, so an interrupted compare resumes instead of retraining.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import write_json_atomic
+from .data.dataset import load_dataset
+from .errors import DiscodanceError, require
+from .quality import FullEvalConfig
+
+GIF_ROLLOUT = dict(num=8, steps=48)
+STRIP_ROWS = 4  # sequences shown in each strip of frames 0, 1, 2, 16
+
+
+@dataclass
+class CompareConfig:
+    """A compare: which models, on what data, for how long, with which seeds."""
+    data: str
+    models: tuple[str, ...]
+    out: str
+    minutes: float = 5.0
+    seeds: int = 1                                   # seeds 0 .. seeds-1
+    steps: int | None = None                         # optional step cap on top of the minutes
+    model_sets: dict[str, dict[str, str]] = field(default_factory=dict)   # model -> {key: value}
+    train_sets: dict[str, str] = field(default_factory=dict)              # training-loop settings
+    prior_share: float = 0.25                        # code-prior: share of its budget for the prior stage
+    device: str = "auto"
+    overwrite: bool = False
+    evaluation: FullEvalConfig = field(default_factory=FullEvalConfig)
+
+    def validate(self) -> "CompareConfig":
+        from .models import REGISTRY
+        require(self.models, "--models must name at least one model")
+        unknown = [m for m in self.models if m not in REGISTRY]
+        require(not unknown, f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
+        require(len(set(self.models)) == len(self.models), "--models lists a model twice")
+        require(self.minutes > 0, f"--minutes must be > 0, got {self.minutes}")
+        require(self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}")
+        require(0 < self.prior_share < 1, f"prior_share must be in (0, 1), got {self.prior_share}")
+        allowed = set(self.models) | ({"gumbel-vae"} if "code-prior" in self.models else set())
+        stray = [m for m in self.model_sets if m not in allowed]
+        require(not stray, f"--set names model(s) not in --models: {', '.join(stray)}")
+        require(not (Path(self.out).exists() and not self.overwrite),
+                f"report folder {self.out} already exists (pass --overwrite to replace it)")
+        self.evaluation.validate()
+        return self
+
+
+# ----------------------------------------------------------------------------- training
+def _set_args(pairs: dict[str, str], flag: str) -> list[str]:
+    return [f"{flag}={k}={v}" for k, v in pairs.items()]
+
+
+def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: float, extra: dict, logs: Path) -> dict:
+    """Train one run in a child process; return its wall time and peak resident memory."""
+    if (out / "train.json").is_file():
+        return json.loads((out / "train.json").read_text())
+    cmd = [sys.executable, "-m", "discodance.cli", "train", "--data", str(cfg.data), "--model", model,
+           "--out", str(out), "--minutes", f"{minutes:.6g}", "--seed", str(seed), "--device", cfg.device,
+           "--no-progress", "--overwrite", *_set_args({**cfg.model_sets.get(model, {}), **extra}, "--set"),
+           *_set_args(cfg.train_sets, "--train-set")]
+    if cfg.steps:
+        cmd += ["--steps", str(cfg.steps)]
+    log_path = logs / f"{out.name}.log"
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        code, peak_kb = _wait(proc)
+    if code != 0:
+        lines = log_path.read_text().strip().splitlines()
+        raise DiscodanceError(f"training {model} (seed {seed}) failed: {lines[-1] if lines else f'exit code {code}'}"
+                              f" (log: {log_path})")
+    info = {"wall_seconds": time.perf_counter() - t0, "peak_rss_mb": peak_kb / 1024 if peak_kb else None,
+            "minutes": minutes, "command": cmd[1:]}
+    write_json_atomic(out / "train.json", info)
+    return info
+
+
+def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """Exit code and peak resident set (KiB) of a child: os.wait4 reports that child's own rusage."""
+    if hasattr(os, "wait4"):
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode, float(usage.ru_maxrss) * (1 / 1024 if sys.platform == "darwin" else 1)
+    return proc.wait(), None
+
+
+def train_model(cfg: CompareConfig, model: str, seed: int, runs: Path, logs: Path) -> tuple[Path, dict]:
+    """Train `model` with `seed`; code-prior trains its base gumbel-vae first, inside its budget."""
+    run = runs / f"{model}-s{seed}"
+    if model != "code-prior":
+        return run, train_run(cfg, model, seed, run, cfg.minutes, {}, logs)
+    base = runs / f"code-prior-s{seed}.base"
+    base_cfg = CompareConfig(**{**cfg.__dict__, "model_sets": {"gumbel-vae": cfg.model_sets.get("gumbel-vae", {})}})
+    b = train_run(base_cfg, "gumbel-vae", seed, base, cfg.minutes * (1 - cfg.prior_share), {}, logs)
+    p = train_run(cfg, model, seed, run, cfg.minutes * cfg.prior_share, {"base_run": str(base.resolve())}, logs)
+    return run, {"wall_seconds": b["wall_seconds"] + p["wall_seconds"],
+                 "peak_rss_mb": max(filter(None, [b["peak_rss_mb"], p["peak_rss_mb"]]), default=None),
+                 "stages": {"base": b, "prior": p}}
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_run(cfg: CompareConfig, run: Path, info: dict, dataset, device, log) -> dict:
+    from .quality import evaluate_full
+    from .train import load_checkpoint, model_from_checkpoint
+    cached = run / "evaluation.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    ckpt = load_checkpoint(run)
+    model = model_from_checkpoint(ckpt, device)
+    result = evaluate_full(model, ckpt, dataset, cfg.evaluation, device, run_dir=run, log=log)
+    if info.get("peak_rss_mb") is not None:
+        result["cost"]["train_peak_rss_mb"] = info["peak_rss_mb"]
+    result = json.loads(json.dumps(result, default=float))
+    write_json_atomic(cached, result)
+    return result
+
+
+def rollout_media(cfg: CompareConfig, runs: dict[str, Path], dataset, device, out: Path) -> dict:
+    """GIF and strip of every model's seed-0 run from the same held-out seed frames, plus the real dance."""
+    from .generate import generate, tile, to_uint8, write_gif, write_strip
+    from .train import load_checkpoint, model_from_checkpoint
+    (out / "gifs").mkdir(exist_ok=True)
+    (out / "strips").mkdir(exist_ok=True)
+    media, seeds = {"gifs": [], "strips": []}, None
+    for model, run in runs.items():
+        net = model_from_checkpoint(load_checkpoint(run), device)
+        frames, seed_index = generate(net, dataset, seed=0, device=device, temperature=cfg.evaluation.temperature,
+                                      feedback=cfg.evaluation.feedback, **GIF_ROLLOUT)
+        seeds = seed_index if seeds is None else seeds
+        write_gif(out / "gifs" / f"{model}.gif", tile(to_uint8(frames)), dataset.fps)
+        write_strip(out / "strips" / f"{model}.png", frames[:STRIP_ROWS])
+        media["gifs"].append((model, f"gifs/{model}.gif"))
+        media["strips"].append((model, f"strips/{model}.png"))
+    n = GIF_ROLLOUT["steps"] + 1
+    inside = [s for s in seeds if any(b <= s and s + n <= e for b, e in dataset.blocks("test"))]
+    if len(inside) == len(seeds):  # short test blocks (e.g. per-take mocap) have no real continuation to show
+        real = np.stack([np.asarray(dataset.frames[s:s + n]) for s in seeds])
+        write_gif(out / "gifs" / "real.gif", tile(real), dataset.fps)
+        write_strip(out / "strips" / "real.png", real[:STRIP_ROWS])
+        media["gifs"].insert(0, ("real (held-out continuation)", "gifs/real.gif"))
+        media["strips"].insert(0, ("real", "strips/real.png"))
+    return media
+
+
+# ----------------------------------------------------------------------------- the whole compare
+def run_compare(cfg: CompareConfig, log=None) -> dict:
+    """Train, evaluate and report; returns the summary (also written as results.json)."""
+    from .evalnet import load_or_train
+    from .report import flatten
+    from .train import resolve_device
+    cfg.validate()
+    log = log or (lambda msg: None)
+    dataset = load_dataset(cfg.data)
+    device = resolve_device(cfg.device)
+    final = Path(cfg.out)
+    work = final.with_name(f".{final.name}.partial")
+    _claim(work, cfg)
+    net, ref = load_or_train(dataset, cfg.evaluation.evalnet, device=device, log=log)
+    rows, results, seed0 = [], {m: [] for m in cfg.models}, {}
+    for seed in range(cfg.seeds):
+        for model in cfg.models:
+            log(f"[{model} seed {seed}] training ({cfg.minutes:g} min budget)")
+            run, info = train_model(cfg, model, seed, work / "runs", work / "logs")
+            log(f"[{model} seed {seed}] evaluating")
+            result = evaluate_run(cfg, run, info, dataset, device, log)
+            results[model].append(result)
+            rows.append({"model": model, "seed": seed, "run": str(run.relative_to(work)), **flatten(result)})
+            seed0.setdefault(model, run)
+    log("writing the report")
+    summary = write_report(cfg, work, rows, results, seed0, dataset, device, ref)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(work, final)
+    return {"report": str(final / "index.html"), "models": list(cfg.models), "seeds": cfg.seeds,
+            "summary": {m: {k: v[0] for k, v in s.items()} for m, s in summary.items()}}
+
+
+def _claim(work: Path, cfg: CompareConfig) -> None:
+    """Create <out>.partial, or reuse one left by an interrupted compare with the same settings
+    (models and seeds may differ: each (model, seed) run is independent)."""
+    from dataclasses import asdict
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("models", "seeds", "out", "overwrite")}
+    settings["data"] = str(Path(cfg.data).resolve())
+    settings = json.loads(json.dumps(settings, default=str))
+    stamp = work / "compare.json"
+    if stamp.is_file():
+        require(json.loads(stamp.read_text()) == settings,
+                f"{work} holds an unfinished compare with other settings: delete it, or rerun with the same settings")
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    write_json_atomic(stamp, settings)
+
+
+def _reference(rows: list[dict]) -> dict:
+    """Real-data values (the same for every run on one dataset): the mean over runs."""
+    keys = {k for r in rows for k in r if k.startswith("real_") or k.endswith("_floor")}
+    return {k: float(np.mean([r[k] for r in rows if isinstance(r.get(k), (int, float))])) for k in keys
+            if any(isinstance(r.get(k), (int, float)) for r in rows)}
+
+
+def write_report(cfg: CompareConfig, work: Path, rows: list[dict], results: dict, seed0: dict,
+                 dataset, device, ref: dict) -> dict:
+    from . import report
+    summary = {m: report.aggregate([r for r in rows if r["model"] == m]) for m in cfg.models}
+    summary = {m: {k: v for k, v in s.items() if k != "seed"} for m, s in summary.items()}
+    reference = _reference(rows)
+    media = rollout_media(cfg, seed0, dataset, device, work)
+    curves = {m: [_read_log(work / "runs" / f"{m}-s{s}") for s in range(cfg.seeds)] for m in cfg.models}
+    media["plots"] = [("training curves", report.plot_training(curves, work / "training.png").name),
+                      ("metrics against rollout horizon",
+                       report.plot_horizons(summary, list(cfg.evaluation.horizons), reference, work / "horizons.png").name)]
+    report.write_csv(work / "results.csv", rows, ["model", "seed", "run"])
+    report.write_csv(work / "summary.csv", [{"model": m, **{f"{k}_mean": v[0] for k, v in s.items()},
+                                             **{f"{k}_sd": v[1] for k, v in s.items()}} for m, s in summary.items()],
+                     ["model"])
+    settings = {"data": str(Path(cfg.data).resolve()), "models": list(cfg.models), "minutes": cfg.minutes,
+                "seeds": cfg.seeds, "steps": cfg.steps, "model_sets": cfg.model_sets, "train_sets": cfg.train_sets,
+                "prior_share": cfg.prior_share, "evaluation": results[cfg.models[0]][0]["settings"]}
+    report.write_json(work / "results.json", {"settings": settings, "reference": reference,
+                                              "evalnet": {k: v for k, v in ref.items() if k not in ("reference_features", "joints")},
+                                              "summary": {m: {k: {"mean": v[0], "sd": v[1], "n": v[2]} for k, v in s.items()}
+                                                          for m, s in summary.items()},
+                                              "runs": rows, "results": results})
+    report.write_html(work / "index.html", f"discodance compare: {dataset.path.name}", summary, reference, media,
+                      _notes(cfg, dataset, ref))
+    return summary
+
+
+def _read_log(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _notes(cfg: CompareConfig, dataset, ref: dict) -> list[str]:
+    probe = (f"pose probe test error {ref['probe_error_px']:.2f} px (mean per joint)" if "probe_error_px" in ref
+             else "no poses: an autoencoder's features")
+    budget = f"{cfg.minutes:g} min of training per run" + (f", at most {cfg.steps} steps" if cfg.steps else "")
+    notes = [f"Data: {dataset.path} ({len(dataset.frames)} frames of {dataset.frame_size[0]}x{dataset.frame_size[1]}). "
+             f"Models: {', '.join(cfg.models)}; {budget}; "
+             + ("seed 0." if cfg.seeds == 1 else f"seeds 0..{cfg.seeds - 1}."),
+             f"Evaluation network: {probe}; frame Fréchet floor (train vs test) {ref['fid_floor']:.3g}. "
+             f"{cfg.evaluation.rollouts} rollouts of {max(cfg.evaluation.horizons)} frames from held-out seed frames; "
+             "motion features on 16-frame segments. See docs/evaluation.md for every definition."]
+    if "code-prior" in cfg.models:
+        notes.append(f"code-prior's budget counts both stages: its own base gumbel-vae trains for "
+                     f"{1 - cfg.prior_share:.0%} of the minutes, the transition prior for the remaining {cfg.prior_share:.0%}.")
+    return notes

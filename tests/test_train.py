@@ -19,7 +19,7 @@ FAST = dict(batch_size=8, eval_every=4, ckpt_every=4, log_every=2, eval_batches=
 
 
 def _metric_lines(run):
-    drop = {"time", "frames_per_s"}
+    drop = {"time", "frames_per_s", "max_rss_mb"}
     return [{k: v for k, v in json.loads(line).items() if k not in drop}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 

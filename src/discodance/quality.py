@@ -231,7 +231,7 @@ def training_cost(model, ckpt: dict, run_dir: Path | None) -> dict:
     if log and log.is_file():
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         fps = [r["frames_per_s"] for r in rows if "frames_per_s" in r]
-        rss = [r["max_rss_mb"] for r in rows if "max_rss_mb" in r]
+        rss = [r["max_rss_mb"] for r in rows if r.get("max_rss_mb") is not None]
         if fps:
             out["train_frames_per_s"] = float(np.median(fps))
         if rss:

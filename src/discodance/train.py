@@ -66,6 +66,16 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (None where the OS does not say, e.g. Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """The noise source of one (process, step): a pure function of its arguments."""
     return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % (2 ** 63))
@@ -257,7 +267,7 @@ def train(data: str | Path, out: str | Path, model_name: str | None = None, mode
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             record = {"step": step, "time": round(elapsed, 3), "lr": lr,
-                      "frames_per_s": frames_seen / max(now - t_log, 1e-9)}
+                      "frames_per_s": frames_seen / max(now - t_log, 1e-9), "max_rss_mb": peak_rss_mb()}
             record.update({k: v / acc_n for k, v in acc.items()})
             log.write(record)
             bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")

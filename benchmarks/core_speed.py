@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -60,7 +59,8 @@ def phase(name: str, steps: int) -> dict:
         model.rollout(seed, n, torch.Generator().manual_seed(0))
         dt = time.perf_counter() - t
         result.update(batch_size=b, steps=n, seconds=dt, rate=b * n / dt, unit="generated frames/s")
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from discodance.train import peak_rss_mb
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -42,7 +41,8 @@ QUALITY = (("val_nelbo", "min"), ("val_nll", "min"), ("val_iou", "max"))   # fir
 
 # ----------------------------------------------------------------------------- phases (subprocesses)
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from discodance.train import peak_rss_mb as own_peak  # this process's own peak (see its docstring)
+    return own_peak()
 
 
 def phase_train(args) -> dict:

@@ -142,3 +142,15 @@ def test_overwrite_never_deletes_the_dataset_inside_the_run_folder(tmp_path):
         train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), progress=False)
     train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), overwrite=True, progress=False)
     assert (data / "frames.npy").exists() and not (run / "old.txt").exists()
+
+
+def test_peak_memory_of_a_child_is_its_own_not_its_parents():
+    """A training run started by a big process (compare) must not report the parent's memory:
+    on Linux getrusage's ru_maxrss survives fork and execve, so peak_rss_mb must not use it."""
+    from discodance.train import peak_rss_mb
+    ballast = np.ones(600 * 2 ** 20, np.uint8)  # 600 MB touched in this process
+    code = "from discodance.train import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert peak_rss_mb() > 600
+    assert 0 < child < 400, child  # a Python + torch import is ~150-300 MB; the parent's 600 MB is not in it
+    del ballast

@@ -77,7 +77,9 @@ def _set_args(pairs: dict[str, str], flag: str) -> list[str]:
 
 
 def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: float, extra: dict, logs: Path) -> dict:
-    """Train one run in a child process; return its wall time and peak resident memory."""
+    """Train one run in a child process; return its wall time and peak resident memory (as the child
+    measured it: the rusage os.wait4 reports would include the parent's memory, which a child
+    inherits across fork and execve on Linux)."""
     if (out / "train.json").is_file():
         return json.loads((out / "train.json").read_text())
     cmd = [sys.executable, "-m", "discodance.cli", "train", "--data", str(cfg.data), "--model", model,
@@ -89,25 +91,16 @@ def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: flo
     log_path = logs / f"{out.name}.log"
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        code, peak_kb = _wait(proc)
+        code = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).wait()
     if code != 0:
         lines = log_path.read_text().strip().splitlines()
         raise DiscodanceError(f"training {model} (seed {seed}) failed: {lines[-1] if lines else f'exit code {code}'}"
                               f" (log: {log_path})")
-    info = {"wall_seconds": time.perf_counter() - t0, "peak_rss_mb": peak_kb / 1024 if peak_kb else None,
+    peaks = [r["max_rss_mb"] for r in _read_log(out) if r.get("max_rss_mb") is not None]
+    info = {"wall_seconds": time.perf_counter() - t0, "peak_rss_mb": max(peaks) if peaks else None,
             "minutes": minutes, "command": cmd[1:]}
     write_json_atomic(out / "train.json", info)
     return info
-
-
-def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
-    """Exit code and peak resident set (KiB) of a child: os.wait4 reports that child's own rusage."""
-    if hasattr(os, "wait4"):
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        return proc.returncode, float(usage.ru_maxrss) * (1 / 1024 if sys.platform == "darwin" else 1)
-    return proc.wait(), None
 
 
 def train_model(cfg: CompareConfig, model: str, seed: int, runs: Path, logs: Path) -> tuple[Path, dict]:

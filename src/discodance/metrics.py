@@ -30,6 +30,9 @@ def load_windows(dataset: Dataset, starts, length: int, device) -> torch.Tensor:
     return torch.from_numpy(arr).to(device).float().div_(255.0)
 
 
+EVAL_FRAMES = 512  # frames decoded per evaluation call, at most (about)
+
+
 @torch.no_grad()
 def evaluate_model(model, dataset: Dataset, split: str = "test", samples: int = 1,
                    batch_size: int = 64, seed: int = 0, max_windows: int | None = None,
@@ -42,7 +45,11 @@ def evaluate_model(model, dataset: Dataset, split: str = "test", samples: int = 
         return {"split": split, "windows": 0}
     generator = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {}
-    step = max(1, batch_size // max(1, samples // 16))  # keep batch x samples bounded
+    # keep windows x samples x frames per call bounded: a sequence model decodes every frame of every
+    # window for each importance sample at once (vae-lstm-mdn, 32 windows x 16 samples x 8 frames:
+    # 7.3 GB of activations; capped at EVAL_FRAMES: about 1 GB)
+    step = max(1, batch_size // max(1, samples // 16))
+    step = max(1, min(step, EVAL_FRAMES // (min(samples, 16) * model.window)))
     for i in range(0, len(starts), step):
         batch = load_windows(dataset, starts[i:i + step], model.window, device)
         for key, value in model.evaluate(batch, samples, generator).items():

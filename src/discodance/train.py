@@ -67,7 +67,19 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident memory in MB (None where the OS does not say, e.g. Windows)."""
+    """This process's peak resident memory in MB (None where the OS does not say, e.g. Windows).
+
+    On Linux this reads VmHWM (the high-water mark of this process's own address space). The
+    usual getrusage(RUSAGE_SELF).ru_maxrss is not used there: it survives fork and execve, so a
+    child started by a big parent (a `compare` holding evaluation buffers) reports the parent's
+    peak as its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:

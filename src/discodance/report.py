@@ -170,6 +170,14 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 100 else f"{v:.0f}"
 
 
+def _fmt_pm(mean: float, sd: float) -> str:
+    """mean ± sd, both rounded to the sd's first significant digit (0.07782 ± 7.3e-05 -> 0.07782 ± 0.00007)."""
+    if mean is None or sd is None or not (math.isfinite(mean) and math.isfinite(sd)) or sd == 0 or abs(mean) >= 1e5:
+        return f"{_fmt(mean)} ± {_fmt(sd)}"
+    digits = min(6, max(0, -math.floor(math.log10(sd))))
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
 def table_html(summary: dict[str, dict], reference: dict) -> str:
     best = best_models(summary, reference)
     head = "".join(f"<th>{html.escape(label)}{' ↓' if r == 'low' else ' ↑' if r == 'high' else ' ≈real' if r else ''}</th>"
@@ -183,7 +191,7 @@ def table_html(summary: dict[str, dict], reference: dict) -> str:
                 continue
             mean, sd, n = s[key]
             mark = model in best.get(key, ())
-            text = _fmt(mean) + (f" ± {_fmt(sd)}" if n > 1 else "")
+            text = _fmt_pm(mean, sd) if n > 1 else _fmt(mean)
             cells.append(f'<td class="best">★ {text}</td>' if mark else f"<td>{text}</td>")
         rows.append(f'<tr class="model"><th>{html.escape(model)}</th>{"".join(cells)}</tr>')
     ref_cells = "".join(f"<td>{_fmt(reference[REAL[k]]) if REAL.get(k) in reference else ''}</td>" for k, _, _ in COLUMNS)
@@ -195,7 +203,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
 thead th{background:#f3f3f3;text-align:center}tbody th{text-align:left}td.best{background:#e5f5e0;font-weight:600}
 tr.reference{color:#666;font-style:italic}.gallery{display:flex;flex-wrap:wrap;gap:16px}
-figure{margin:0}figcaption{font-size:13px;text-align:center}img{image-rendering:pixelated;border:1px solid #ddd}
+figure{margin:0;max-width:100%}figcaption{font-size:13px;text-align:center}img{image-rendering:pixelated;border:1px solid #ddd}
 img.gif{width:400px}img.strip{width:220px}img.plot{max-width:100%}
 .note{font-size:13px;color:#555;max-width:1000px}"""
 

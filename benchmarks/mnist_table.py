@@ -6,10 +6,15 @@ Protocol (Sec. 4.3 of the paper, and its authors' notebook):
   - fixed binarized MNIST, 50k train / 10k valid / 10k test; MLP 784-512-256-(latent)-256-512-784;
     learned categorical prior; Adam, learning rate 1e-3, batch 100;
   - tau = max(0.5, exp(-r t)), updated every N steps; (N, r) chosen on the validation split
-    (--schedules; SF and ST have no temperature, so one run each);
+    (--schedules; SF and ST have no temperature, so one run each); a schedule may also set its own
+    floor (N:r:tau_min) to test how far the relaxed objective is from the one-hot one;
   - evaluation with one-hot samples: negative ELBO and the importance-weighted bound (Burda et al.
     2016, eq. 8) over 1000 samples on the test split, in nats, lower is better.
 Training uses the model's forward() and evaluation its evaluate(): nothing is re-implemented here.
+Beside the one-hot numbers, each run records its *training objective* (forward() without gradients:
+the relaxed -ELBO at the final temperature for Gumbel-S., the hard one for the others) on validation
+and test, and the one-hot -ELBO on 2000 training images, to split the gap to the paper into a
+generalisation part and a relaxation part. The kept weights go to OUT/models/ (not committed).
 
 Every finished cell is written to OUT/cell-<estimator>-<latent>.json and the table
 (OUT/table.md, OUT/table.json) is rebuilt from all cell files present, so cells may run in
@@ -61,9 +66,9 @@ def spread_subset(x: torch.Tensor, limit: int | None) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- one run
-def make_model(estimator: str, latent: str, every: int, rate: float):
+def make_model(estimator: str, latent: str, every: int, rate: float, tau_min: float = 0.5):
     overrides = dict(arch="mlp", context=1, horizon=0, prior="learned", estimator=estimator,
-                     tau0=1.0, tau_min=0.5, anneal_every=every, anneal_rate=rate, **LATENTS[latent])
+                     tau0=1.0, tau_min=tau_min, anneal_every=every, anneal_rate=rate, **LATENTS[latent])
     return build_model("gumbel-vae", model_config("gumbel-vae", (28, 28), overrides))
 
 
@@ -81,12 +86,25 @@ def evaluate(model, x: torch.Tensor, samples: int, seed: int, batch: int = 100, 
     return {k: v / len(x) for k, v in sums.items()} | {"examples": len(x), "samples": samples}
 
 
-def train_run(args, estimator: str, latent: str, every: int, rate: float, data: dict) -> dict:
+@torch.no_grad()
+def training_objective(model, x: torch.Tensor, step: int, seed: int, batch: int = 500) -> float:
+    """Mean -ELBO (nats) as forward() computes it at `step`: one sample of the estimator's own code
+    (relaxed at that step's temperature for Gumbel-S., hard for the others) and the analytic KL."""
+    model.eval()
+    g, total = torch.Generator().manual_seed(seed), 0.0
+    for i in range(0, len(x), batch):
+        _, logs = model(x[i:i + batch].float(), step, g)
+        total += (logs["rec_nats"] + logs["kl_nats"]) * len(x[i:i + batch])
+    model.train()
+    return total / len(x)
+
+
+def train_run(args, estimator: str, latent: str, every: int, rate: float, tau_min: float, data: dict) -> dict:
     """Train one setting for --minutes of training time on --clock (or --steps); return its record.
 
     Only the training steps count against the budget (not the validation probes)."""
     torch.manual_seed(args.seed)
-    model = make_model(estimator, latent, every, rate)
+    model = make_model(estimator, latent, every, rate, tau_min)
     opts = {k: torch.optim.Adam(p, lr=args.lr, fused=True) for k, p in model.optimizer_groups().items()}
     noise, order_gen = torch.Generator().manual_seed(args.seed + 1), torch.Generator().manual_seed(args.seed + 2)
     train_x, val_probe = data["train"], spread_subset(data["valid"], 1000)
@@ -112,13 +130,13 @@ def train_run(args, estimator: str, latent: str, every: int, rate: float, data: 
             acc = []
             if point["val_probe_nelbo"] < best[0]:
                 best = (point["val_probe_nelbo"], {k: v.clone() for k, v in model.state_dict().items()}, step)
-            print(f"  [{estimator}/{latent} N={every} r={rate:g}] step {step}  {point['train_seconds']:.0f}s "
+            print(f"  [{estimator}/{latent} N={every} r={rate:g} floor={tau_min:g}] step {step}  {point['train_seconds']:.0f}s "
                   f"({point['cpu_seconds']:.0f}s CPU)  train loss {point['train_loss_nats']:.1f}  "
                   f"val-probe -ELBO {point['val_probe_nelbo']:.1f}  tau {point['tau']:.3f}", flush=True)
     if args.keep_best and best[1] is not None:
         model.load_state_dict(best[1])
     return {"estimator": estimator, "latent": latent, "anneal_every": every, "anneal_rate": rate,
-            "steps": step, "train_seconds": clock["wall"], "cpu_seconds": clock["cpu"],
+            "tau_min": tau_min, "steps": step, "train_seconds": clock["wall"], "cpu_seconds": clock["cpu"],
             "seconds_per_1k_steps": 1000 * clock["wall"] / max(step, 1),
             "cpu_seconds_per_1k_steps": 1000 * clock["cpu"] / max(step, 1),
             "steps_per_second": step / max(clock["wall"], 1e-9),
@@ -149,24 +167,43 @@ def schedules_for(estimator: str, grid: list[tuple[int, float]]) -> list[tuple[i
 def run_cell(args, estimator: str, latent: str, data: dict) -> dict:
     runs, best = [], None
     val_x = spread_subset(data["valid"], args.val_limit)
-    for every, rate in schedules_for(estimator, args.schedules):
-        run = train_run(args, estimator, latent, every, rate, data)
+    for every, rate, tau_min in schedules_for(estimator, args.schedules):
+        run = train_run(args, estimator, latent, every, rate, tau_min, data)
         run["valid"] = evaluate(run["model"], val_x, args.val_samples, seed=1)
+        run["valid"]["training_objective"] = training_objective(run["model"], val_x, run["steps"], seed=3)
+        run["train_probe"] = evaluate(run["model"], spread_subset(data["train"], 2000), 10, seed=4)
+        run["train_probe"]["training_objective"] = training_objective(
+            run["model"], spread_subset(data["train"], 2000), run["steps"], seed=5)
         print(f"  valid ({len(val_x)} ex, {args.val_samples} samples): -ELBO {run['valid']['nelbo']:.2f}  "
-              f"IW bound {run['valid']['iwae']:.2f}  ({run['steps']} steps, {run['train_seconds']:.0f}s)", flush=True)
+              f"IW bound {run['valid']['iwae']:.2f}  training objective {run['valid']['training_objective']:.2f}; "
+              f"2000 training images: -ELBO {run['train_probe']['nelbo']:.2f}, training objective "
+              f"{run['train_probe']['training_objective']:.2f}  ({run['steps']} steps, {run['train_seconds']:.0f}s)",
+              flush=True)
         if best is None or run["valid"][args.select] < best["valid"][args.select]:
             best = run
         runs.append(run)
     t0 = time.perf_counter()
     test = evaluate(best["model"], spread_subset(data["test"], args.test_limit), args.test_samples, seed=2)
     test["seconds"] = time.perf_counter() - t0
+    test["training_objective"] = training_objective(best["model"], spread_subset(data["test"], args.test_limit),
+                                                    best["steps"], seed=6)
+    save_weights(best["model"], args.out / "models" / f"cell-{estimator}-{latent}.pt")
     print(f"  TEST ({test['examples']} ex, {args.test_samples} samples): -ELBO {test['nelbo']:.2f}  "
-          f"IW bound {test['iwae']:.2f}  [paper {PAPER[(latent, estimator)]}]", flush=True)
+          f"IW bound {test['iwae']:.2f}  training objective {test['training_objective']:.2f}  "
+          f"[paper {PAPER[(latent, estimator)]}]", flush=True)
     for r in runs:
         r.pop("model")
     return {"estimator": estimator, "latent": latent, "selected": {"anneal_every": best["anneal_every"],
-            "anneal_rate": best["anneal_rate"]}, "test": test, "paper_nelbo": PAPER[(latent, estimator)],
+            "anneal_rate": best["anneal_rate"], "tau_min": best["tau_min"]}, "test": test, "paper_nelbo": PAPER[(latent, estimator)],
             "runs": runs, "settings": settings(args), "threads": torch.get_num_threads()}
+
+
+def save_weights(model, path: Path) -> None:
+    """The kept state dict (plain tensors, loadable with weights_only=True), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
 
 
 def settings(args) -> dict:
@@ -191,8 +228,7 @@ def write_table(out: Path) -> str:
             if c is None:
                 row.append(f"pending ({PAPER[(latent, est)]})")
                 continue
-            run = next(r for r in c["runs"] if r["anneal_every"] == c["selected"]["anneal_every"]
-                       and r["anneal_rate"] == c["selected"]["anneal_rate"])
+            run = next(r for r in c["runs"] if all(r.get(k, 0.5) == v for k, v in c["selected"].items()))
             t = c["test"]
             row.append(f"**{t['iwae']:.1f} / {t['nelbo']:.1f}** ({c['paper_nelbo']}); "
                        f"{run['steps']} steps (kept {run['kept_step']}), {run['cpu_seconds'] / 60:.1f} CPU min "
@@ -225,9 +261,21 @@ def parse_cells(only: str | None) -> list[tuple[str, str]]:
     return chosen
 
 
-def parse_schedules(text: str) -> list[tuple[int, float]]:
-    """'1000:1e-4,1000:1e-5' -> [(1000, 1e-4), (1000, 1e-5)]."""
-    return [(int(a), float(b)) for a, b in (s.split(":") for s in text.split(","))]
+def parse_schedules(text: str) -> list[tuple[int, float, float]]:
+    """'1000:1e-4,1000:1e-5:0.2' -> [(1000, 1e-4, 0.5), (1000, 1e-5, 0.2)]: N, r and the floor (default 0.5)."""
+    out = []
+    for item in text.split(","):
+        parts = item.split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            every, rate, floor = int(parts[0]), float(parts[1]), float(parts[2]) if len(parts) == 3 else 0.5
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"schedule {item!r}: expected N:r or N:r:tau_min, e.g. 1000:1e-4:0.5")
+        if every < 1 or rate < 0 or floor <= 0:
+            raise argparse.ArgumentTypeError(f"schedule {item!r}: need N >= 1, r >= 0, tau_min > 0")
+        out.append((every, rate, floor))
+    return out
 
 
 def main(argv=None) -> None:
@@ -241,7 +289,7 @@ def main(argv=None) -> None:
                         "shared machine) or their wall time")
     p.add_argument("--steps", type=int, default=0, help="step limit per run (0 = no limit)")
     p.add_argument("--schedules", type=parse_schedules, default=parse_schedules("1000:1e-4,1000:1e-5"),
-                   help="N:r temperature schedules selected on validation (relaxed estimators)")
+                   help="N:r[:tau_min] temperature schedules selected on validation (relaxed estimators; floor 0.5 by default)")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--cosine", action="store_true", help="cosine-decay the learning rate over the time budget")

@@ -166,14 +166,13 @@ def schedules_for(estimator: str, grid: list[tuple[int, float]]) -> list[tuple[i
 
 def run_cell(args, estimator: str, latent: str, data: dict) -> dict:
     runs, best = [], None
-    val_x = spread_subset(data["valid"], args.val_limit)
+    val_x, train_probe = spread_subset(data["valid"], args.val_limit), spread_subset(data["train"], 2000)
     for every, rate, tau_min in schedules_for(estimator, args.schedules):
         run = train_run(args, estimator, latent, every, rate, tau_min, data)
         run["valid"] = evaluate(run["model"], val_x, args.val_samples, seed=1)
         run["valid"]["training_objective"] = training_objective(run["model"], val_x, run["steps"], seed=3)
-        run["train_probe"] = evaluate(run["model"], spread_subset(data["train"], 2000), 10, seed=4)
-        run["train_probe"]["training_objective"] = training_objective(
-            run["model"], spread_subset(data["train"], 2000), run["steps"], seed=5)
+        run["train_probe"] = evaluate(run["model"], train_probe, 10, seed=4)
+        run["train_probe"]["training_objective"] = training_objective(run["model"], train_probe, run["steps"], seed=5)
         print(f"  valid ({len(val_x)} ex, {args.val_samples} samples): -ELBO {run['valid']['nelbo']:.2f}  "
               f"IW bound {run['valid']['iwae']:.2f}  training objective {run['valid']['training_objective']:.2f}; "
               f"2000 training images: -ELBO {run['train_probe']['nelbo']:.2f}, training objective "
@@ -183,10 +182,10 @@ def run_cell(args, estimator: str, latent: str, data: dict) -> dict:
             best = run
         runs.append(run)
     t0 = time.perf_counter()
-    test = evaluate(best["model"], spread_subset(data["test"], args.test_limit), args.test_samples, seed=2)
+    test_x = spread_subset(data["test"], args.test_limit)
+    test = evaluate(best["model"], test_x, args.test_samples, seed=2)
     test["seconds"] = time.perf_counter() - t0
-    test["training_objective"] = training_objective(best["model"], spread_subset(data["test"], args.test_limit),
-                                                    best["steps"], seed=6)
+    test["training_objective"] = training_objective(best["model"], test_x, best["steps"], seed=6)
     save_weights(best["model"], args.out / "models" / f"cell-{estimator}-{latent}.pt")
     print(f"  TEST ({test['examples']} ex, {args.test_samples} samples): -ELBO {test['nelbo']:.2f}  "
           f"IW bound {test['iwae']:.2f}  training objective {test['training_objective']:.2f}  "

@@ -12,13 +12,20 @@ consecutive frames never cross a clip or split boundary. See docs/dataset-format
 Writing is streaming and atomic: DatasetWriter appends frames chunk by chunk into a hidden
 temporary folder (constant memory in the video length) and renames it into place only when
 everything is written, so a crash never leaves a half-written dataset that looks complete.
+The temporary folder holds the writer's PID; a later writer for the same target removes
+temporary folders whose writer is dead (a run killed with SIGKILL cannot clean up after itself).
+The finished folder gets the permissions of a normal mkdir (0777 minus the umask).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -33,6 +40,61 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 _HEADER_BYTES = 256  # fixed .npy header size, large enough for any shape, so it can be rewritten
+MAX_SIDE = 4096      # largest frame side: the models work at 64x64; 20000x20000 is a typo
+
+
+# ----------------------------------------------------------------------------- size budget
+def _free_disk(folder: Path) -> int | None:
+    """Free bytes on the file system that will hold `folder` (its nearest existing ancestor)."""
+    folder = folder.resolve()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_frame_size(height: int, width: int, what: str = "--size") -> None:
+    """Refuse a frame side beyond MAX_SIDE before anything is allocated."""
+    require(1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE,
+            f"{what} {height}x{width} is too large: frames may be at most {MAX_SIDE} pixels a side "
+            "(the models work at 64x64)")
+
+
+def _human(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def check_budget(out: str | Path, frames: int, height: int, width: int, working_bytes: int = 0,
+                 what: str = "--size") -> None:
+    """Refuse, before anything is written, a dataset whose frames (T x H x W bytes) do not fit on
+    the disk that will hold `out`, or whose working memory does not fit in available RAM."""
+    check_frame_size(height, width, what)
+    need = int(frames) * int(height) * int(width)
+    free = _free_disk(Path(out).parent)
+    if free is not None and need > free:
+        raise DiscodanceError(f"{frames} frames of {height}x{width} need {_human(need)} but only "
+                              f"{_human(free)} are free where {out} would go; choose a smaller {what}")
+    avail = _available_memory()
+    if avail is not None and working_bytes > avail:
+        raise DiscodanceError(f"{what} {height}x{width} needs about {_human(working_bytes)} of memory "
+                              f"to draw, but only {_human(avail)} is available")
 
 
 # ----------------------------------------------------------------------------- npy streaming
@@ -86,6 +148,73 @@ def check_fractions(fractions) -> tuple[float, float, float]:
 
 
 # ----------------------------------------------------------------------------- writing
+_PID_FILE = ".writer-pid"  # "<pid> <host>" of the process writing a partial folder
+_MKDTEMP_SUFFIX = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkdtemp's random part
+
+
+def _partial_prefix(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _umask() -> int:
+    """The process umask: from /proc (Linux, no side effect), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _writer_alive(folder: Path) -> bool:
+    """Is the process that wrote `folder`'s PID file still running (or unknowable)?"""
+    try:
+        pid, host = (folder / _PID_FILE).read_text().split()
+        pid = int(pid)
+    except FileNotFoundError:
+        # no PID file: a writer that has not written it yet, or an older discodance; only a
+        # folder untouched for an hour is taken to be abandoned
+        try:
+            return folder.stat().st_mtime > time.time() - 3600
+        except OSError:
+            return False
+    except (OSError, ValueError):
+        return True  # unreadable: leave it alone
+    if host != socket.gethostname():
+        return True  # another machine on a shared disk: we cannot tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete `.<out-name>.partial-XXXXXXXX` siblings of `out` left by a killed earlier run.
+
+    Only folders with exactly that prefix and mkdtemp's 8-character suffix (so another target's
+    `.a.partial-b.partial-...` is not ours), and only when their writer is no longer running.
+    """
+    prefix, removed = _partial_prefix(out), []
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for folder in siblings:
+        name = folder.name
+        if (name.startswith(prefix) and _MKDTEMP_SUFFIX.fullmatch(name[len(prefix):])
+                and folder.is_dir() and not folder.is_symlink() and not _writer_alive(folder)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 class DatasetWriter:
     """Streams clips into a new dataset folder; the folder appears only when finish() succeeds.
 
@@ -101,7 +230,9 @@ class DatasetWriter:
         if self.out.exists() and not overwrite:
             raise DiscodanceError(f"{self.out} already exists (pass --overwrite to replace it)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        remove_stale_partials(self.out)
+        self.tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out), dir=self.out.parent))
+        (self.tmp / _PID_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
         self.size = (int(height), int(width))
         self.fractions = check_fractions(fractions)
         self.frames = _NpyAppender(self.tmp / "frames.npy", "|u1", np.uint8, self.size)
@@ -161,6 +292,8 @@ class DatasetWriter:
             "extra": extra or {},
         }
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        (self.tmp / _PID_FILE).unlink(missing_ok=True)
+        os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp made it 0700; a dataset is a normal folder
         if self.out.exists():  # only reachable with overwrite=True
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)
@@ -255,6 +388,7 @@ def load_dataset(path: str | Path) -> Dataset:
     require(len(frames) > 0, f"{frames_path} holds no frames")
     require(len(frames) == meta.get("num_frames"),
             f"{frames_path} has {len(frames)} frames but meta.json says {meta.get('num_frames')}")
+    _check_fps(meta, meta_path)
     _check_clips(meta, len(frames), meta_path)
     poses = None
     if (path / "poses.npy").is_file():
@@ -264,11 +398,38 @@ def load_dataset(path: str | Path) -> Dataset:
     return Dataset(path, meta, frames, poses)
 
 
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset from a .npy header, without touching the data."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return tuple(int(n) for n in shape), dtype, f.tell()
+
+
 def _open_npy(path: Path) -> np.ndarray:
+    """Memory-map a .npy file after checking that its header's shape fits the file's bytes.
+
+    A header like shape (2**62, 64, 64) would otherwise overflow inside numpy's memmap (a
+    warning and a traceback) or claim more frames than the file holds.
+    """
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+        shape, dtype, offset = _npy_layout(path)
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python ints: no overflow
+        have = path.stat().st_size - offset
+        require(need <= have, f"{path} is not a readable .npy array: its header says shape {shape} "
+                              f"({need:,} bytes) but the file holds {have:,} bytes")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError, OverflowError, TypeError) as e:
         raise DiscodanceError(f"{path} is not a readable .npy array ({e})") from None
+
+
+def _check_fps(meta: dict, meta_path: Path) -> None:
+    fps = meta.get("fps")
+    ok = isinstance(fps, (int, float)) and not isinstance(fps, bool) and np.isfinite(fps) and fps > 0
+    require(ok, f"{meta_path}: fps must be a positive number, got {fps!r}")
 
 
 def _check_clips(meta: dict, n: int, meta_path: Path) -> None:
@@ -279,11 +440,22 @@ def _check_clips(meta: dict, n: int, meta_path: Path) -> None:
             require(c["start"] == pos and c["length"] > 0, f"{meta_path}: clips must tile the frames in order")
             pos += c["length"]
         require(pos == n, f"{meta_path}: clips cover {pos} frames but frames.npy has {n}")
+        blocks = []
         for s in SPLITS:
             for b, e in splits[s]:
-                require(0 <= b <= e <= n, f"{meta_path}: split {s} block [{b}, {e}) is out of range")
+                require(isinstance(b, int) and isinstance(e, int) and 0 <= b <= e <= n,
+                        f"{meta_path}: split {s} block [{b}, {e}) is out of range")
+                blocks.append((b, e, s))
+        _check_disjoint(blocks, meta_path)
     except (KeyError, TypeError, ValueError) as e:
         raise DiscodanceError(f"{meta_path} is malformed (clips/splits: {e})") from None
+
+
+def _check_disjoint(blocks: list[tuple[int, int, str]], meta_path: Path) -> None:
+    """Split blocks may not share a frame: a test frame seen in training is no test."""
+    blocks = sorted(b for b in blocks if b[1] > b[0])
+    for (b0, e0, s0), (b1, e1, s1) in zip(blocks, blocks[1:]):
+        require(b1 >= e0, f"{meta_path}: split blocks overlap: {s0} [{b0}, {e0}) and {s1} [{b1}, {e1})")
 
 
 class WindowDataset(torch.utils.data.Dataset):

@@ -7,6 +7,7 @@ interpolated linearly, long ones refused. 2-D keypoints are image coordinates (x
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class Motion:
     source: str
     end_site: np.ndarray = field(default=None)  # (J,) bool: BVH End Sites, kept for drawing only
     named: bool = True               # False when names/parents are our default guess
+    repaired: int = 0                # outlier joint positions replaced by interpolation
 
     def __post_init__(self):
         if self.end_site is None:
@@ -46,7 +48,7 @@ class Motion:
 
 
 # ----------------------------------------------------------------------------- keypoints
-def fill_gaps(points: np.ndarray, max_gap: int, where: str) -> np.ndarray:
+def fill_gaps(points: np.ndarray, max_gap: int, where: str, what: str = "missing") -> np.ndarray:
     """Linearly interpolate missing joints (any non-finite coordinate) over gaps <= max_gap frames.
 
     Gaps touching the start or end hold the nearest valid value. Longer gaps are refused: a
@@ -57,16 +59,52 @@ def fill_gaps(points: np.ndarray, max_gap: int, where: str) -> np.ndarray:
     t = np.arange(len(points))
     for j in np.flatnonzero(missing.any(axis=0)):
         m = missing[:, j]
-        require(not m.all(), f"{where}: joint {j} is missing in every frame")
+        require(not m.all(), f"{where}: joint {j} is {what} in every frame")
         edges = np.diff(np.concatenate([[0], m.astype(np.int8), [0]]))
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
         longest = int(np.argmax(ends - starts))
         require(ends[longest] - starts[longest] <= max_gap,
-                f"{where}: joint {j} is missing for {ends[longest] - starts[longest]} consecutive frames "
+                f"{where}: joint {j} is {what} for {ends[longest] - starts[longest]} consecutive frames "
                 f"({starts[longest]}-{ends[longest] - 1}); at most max_gap={max_gap} can be interpolated")
         for d in range(points.shape[2]):
             points[m, j, d] = np.interp(t[m], t[~m], points[~m, j, d])
     return points.astype(np.float32)
+
+
+MAX_OUTLIER_FRAMES = 0.05  # more outlier frames than this: the file is broken, not glitchy
+
+
+def repair_outliers(points: np.ndarray, max_gap: int, where: str, *, image_coords: bool = False,
+                    count_nonfinite: bool = False) -> tuple[np.ndarray, int]:
+    """Mark missing markers and outliers (outliers.py) as missing, then fill_gaps; one warning.
+
+    Returns (filled float32 positions, number of repaired joint positions). NaN/null joints a
+    keypoint file declares missing are filled but not counted; with count_nonfinite they count
+    too (BVH, where a non-finite position is an overflow of absurd motion values). Refused, with
+    one line, when more than MAX_OUTLIER_FRAMES of the frames hold an outlier or a gap is longer
+    than max_gap: interpolating across that much would invent the motion.
+    """
+    from .outliers import find_outliers, missing_markers
+
+    points = np.array(points, dtype=np.float64)              # (T, J, D)
+    finite = np.isfinite(points).all(axis=-1)                # (T, J)
+    markers = missing_markers(points, image_coords) & finite  # e.g. a detector's (0, 0)
+    points[~finite | markers] = np.nan
+    outliers = find_outliers(points)
+    n_out = int(outliers.any(axis=1).sum())
+    require(n_out <= max(2, MAX_OUTLIER_FRAMES * len(points)),
+            f"{where}: {n_out} of {len(points)} frames hold outlier joint "
+            f"positions (far from the body or jumping away for a frame); more than "
+            f"{MAX_OUTLIER_FRAMES:.0%} is a broken file (wrong units? mislabelled joints?), not a glitch")
+    points[outliers] = np.nan
+    counted = outliers | markers | (~finite if count_nonfinite else False)  # (T, J)
+    filled = fill_gaps(points, max_gap, where, "missing or an outlier")
+    repaired = int(counted.sum())
+    if repaired:
+        print(f"warning: {where}: repaired {repaired} joint positions (outliers, non-finite values or "
+              f"detector (0, 0) misses) in {int(counted.any(axis=1).sum())} frame(s) by interpolating "
+              "from neighbouring frames", file=sys.stderr)
+    return filled, repaired
 
 
 def _keypoints_from_json(path: Path) -> tuple[object, dict]:
@@ -125,7 +163,7 @@ def load_keypoints(path: str | Path, *, fps: float | None = None, max_gap: int =
     require(points.ndim == 3 and points.shape[2] in (2, 3) and points.dtype.kind in "fiu",
             f"{path}: keypoints must be numbers of shape (T, J, 2|3), got {points.dtype} {points.shape}")
     require(points.shape[0] > 0 and points.shape[1] > 0, f"{path}: keypoint file has zero frames or joints")
-    points = fill_gaps(points, max_gap, str(path))  # (T, J, D)
+    points, repaired = repair_outliers(points, max_gap, str(path), image_coords=points.shape[2] == 2)
     J = points.shape[1]
     names = joint_names if joint_names is not None else meta.get("joint_names")
     parents = joint_parents if joint_parents is not None else meta.get("parents", meta.get("joint_parents"))
@@ -143,7 +181,7 @@ def load_keypoints(path: str | Path, *, fps: float | None = None, max_gap: int =
     require(len(names) == J and parents.shape == (J,) and np.all((parents >= -1) & (parents < J)),
             f"{path}: {J} joints but {len(names)} names and {parents.size} parents (each in -1..{J - 1})")
     require(fps is None or (np.isfinite(fps) and fps > 0), f"{path}: fps must be positive, got {fps}")
-    return Motion(points, names, parents, fps, str(path), named=named)
+    return Motion(points, names, parents, fps, str(path), named=named, repaired=repaired)
 
 
 # ----------------------------------------------------------------------------- time

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DiscodanceError, require
-from .keypoints import KEYPOINT_EXTENSIONS, Motion, load_keypoints, resample
+from .keypoints import KEYPOINT_EXTENSIONS, Motion, load_keypoints, repair_outliers, resample
 
 BVH_EXTENSIONS = (".bvh",)
 _CHANNEL_RE = re.compile(r"^([XYZ])(position|rotation)$", re.IGNORECASE)
+MAX_DEGREES = 1e6  # |rotation| beyond this (2,778 turns) is garbage, not an unwrapped angle
 
 
 # ----------------------------------------------------------------------------- BVH hierarchy
@@ -238,12 +239,30 @@ def _snap_fps(dt: float) -> float:
     return float(round(fps)) if abs(fps - round(fps)) < 1e-4 * fps else fps
 
 
-def load_bvh(path: str | Path, *, scale: float = 1.0) -> Motion:
-    """BVH file -> Motion with every joint and End Site (End Sites flagged), positions * scale."""
+def _absurd_rotations_to_nan(skeleton: Skeleton, values: np.ndarray) -> np.ndarray:
+    """Rotation values beyond MAX_DEGREES -> NaN, so the joints they turn count as missing.
+
+    cos(1e308 degrees) is a finite but meaningless number: left alone it would draw a limb
+    pointing anywhere; as NaN, repair_outliers interpolates it like any other glitch.
+    """
+    kinds = [c[1:].lower() for chans in skeleton.channels for c in chans]
+    rotation = np.array([k == "rotation" for k in kinds], dtype=bool)          # (C,)
+    return np.where(rotation & (np.abs(values) > MAX_DEGREES), np.nan, values)
+
+
+def load_bvh(path: str | Path, *, scale: float = 1.0, max_gap: int = 5) -> Motion:
+    """BVH file -> Motion with every joint and End Site (End Sites flagged), positions * scale.
+
+    Positions that come out of forward kinematics non-finite (values like 1e308 overflow) or
+    as outliers (outliers.py) are interpolated over gaps of <= max_gap frames, with a warning.
+    """
     skeleton, values, dt = read_bvh(path)
-    positions = forward_kinematics(skeleton, values) * np.float32(scale)  # (T, J, 3)
+    with np.errstate(all="ignore"):  # overflow to inf/NaN is expected here and handled below
+        positions = forward_kinematics(skeleton, _absurd_rotations_to_nan(skeleton, values))
+        positions = positions * np.float32(scale)  # (T, J, 3)
+    positions, repaired = repair_outliers(positions, max_gap, str(path), count_nonfinite=True)
     return Motion(positions, list(skeleton.names), np.array(skeleton.parents), _snap_fps(dt),
-                  str(path), np.array(skeleton.end_site, dtype=bool))
+                  str(path), np.array(skeleton.end_site, dtype=bool), repaired=repaired)
 
 
 def load_motion(path: str | Path, *, scale: float = 1.0, **keypoint_options) -> Motion:
@@ -252,7 +271,7 @@ def load_motion(path: str | Path, *, scale: float = 1.0, **keypoint_options) -> 
     ext = path.suffix.lower()
     require(path.is_file(), f"{path}: file not found")
     if ext in BVH_EXTENSIONS:
-        return load_bvh(path, scale=scale)
+        return load_bvh(path, scale=scale, max_gap=keypoint_options.get("max_gap", 5))
     require(ext in KEYPOINT_EXTENSIONS, f"{path}: unknown extension {ext!r} "
             f"(expected one of {', '.join(BVH_EXTENSIONS + KEYPOINT_EXTENSIONS)})")
     return load_keypoints(path, **keypoint_options)
@@ -282,8 +301,25 @@ def _check_inputs(paths, size, fps) -> list[Path]:
                 f"{p}: unknown extension {p.suffix!r} (expected one of {', '.join(known)})")
     require(len(size) == 2 and all(int(s) == s and s >= 8 for s in size),
             f"frame size must be two integers >= 8, got {size}")
+    from .dataset import check_frame_size  # lazily: dataset.py imports torch
+    check_frame_size(int(size[0]), int(size[1]))
     require(np.isfinite(fps) and fps > 0, f"fps must be positive, got {fps}")
     return paths
+
+
+CHUNK_BYTES = 32 << 20  # frames drawn at a time: at most 512 or 32 MB of them
+
+
+def _chunk_frames(size: tuple[int, int]) -> int:
+    return int(max(1, min(512, CHUNK_BYTES // (size[0] * size[1]))))
+
+
+def _drawing_bytes(size: tuple[int, int]) -> int:
+    """Peak memory of render_capsules on one chunk: the chunk as bool and as uint8, plus about
+    eight float64 temporaries of max(one frame, 2**24) elements (its max_elements)."""
+    pixels = size[0] * size[1]
+    chunk = _chunk_frames(size) * pixels
+    return 2 * chunk + 64 * min(chunk, max(pixels, 1 << 24))
 
 
 def _clip(motion: Motion, fps: float, yaw: float, size: tuple[int, int], center: str):
@@ -294,7 +330,8 @@ def _clip(motion: Motion, fps: float, yaw: float, size: tuple[int, int], center:
     xy = project(positions, yaw, y_down=positions.shape[-1] == 2)             # (T, J, 2)
     body = default_body(motion.names if motion.named else None, motion.parents, xy.shape[1])
     seg, radii, framing = plan_silhouettes(xy, body, *size, center=center, smooth=max(1, round(fps / 2)))
-    chunks = (render_capsules(seg[s:s + 512], radii, *size) for s in range(0, len(seg), 512))
+    step = _chunk_frames(size)
+    chunks = (render_capsules(seg[s:s + step], radii, *size) for s in range(0, len(seg), step))
     kept = tuple(n for n, e in zip(motion.names, motion.end_site) if not e)
     layout = (kept, tuple(motion.joint_parents()), positions.shape[-1], *_pose_description(motion))
     return layout, positions[:, ~motion.end_site], chunks, framing.scale
@@ -313,24 +350,26 @@ def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
     metres) are stored too. A keypoint file without a frame rate is taken to be at `keypoint_fps`,
     or at `fps` when that is None too. All files must share one skeleton.
     """
-    from .dataset import DatasetWriter
+    from .dataset import DatasetWriter, check_budget
     from .render import parse_view
 
     paths = _check_inputs(paths, size, fps)
     yaw, size = parse_view(view), (int(size[0]), int(size[1]))
     options = dict(scale=scale, fps=keypoint_fps, max_gap=max_gap, joint_names=joint_names,
                    joint_parents=joint_parents)
+    motions = [load_motion(path, **options) for path in paths]  # every file checked before writing
+    total = sum(len(resample(m.positions[:, :1], m.fps or fps, fps)) for m in motions)
+    check_budget(out, total, *size, working_bytes=_drawing_bytes(size))
     first, clips, used = None, [], set()
     with DatasetWriter(out, *size, overwrite=overwrite) as writer:
-        for path in paths:
-            motion = load_motion(path, **options)
+        for path, motion in zip(paths, motions):
             layout, poses, chunks, px = _clip(motion, fps, yaw, size, center)
             require(first is None or layout == first, f"{path}: its skeleton ({len(layout[0])} joints, "
                     f"{layout[2]}-D) differs from {paths[0].name}'s; one dataset needs one skeleton")
             first, name = layout, _unique(path.stem, used)
             n = writer.add_clip(name, chunks, [poses])
             clips.append({"name": name, "file": path.name, "source_fps": motion.fps or fps,
-                          "frames": n, "pixels_per_unit": round(px, 4)})
+                          "frames": n, "pixels_per_unit": round(px, 4), "repaired": motion.repaired})
         names, parents, _, units, axes = first
         extra = {"kind": "mocap", "view": str(view), "yaw_degrees": yaw, "center": center, "clips": clips}
         return writer.finish(fps=fps, source="mocap: " + ", ".join(p.name for p in paths),

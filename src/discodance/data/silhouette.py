@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..errors import DiscodanceError, require
 from .crop import MaskSpill, smooth_boxes
-from .dataset import DatasetWriter
+from .dataset import DatasetWriter, check_budget, check_frame_size
 from .video import Clip, ImageClip, VideoClip, open_source
 
 METHODS = ("threshold", "background", "segment")
@@ -270,6 +270,8 @@ def prepare(sources, out, *, method: str = "segment", masks: bool = False,
             f"unknown silhouette method {method!r}; choose from {', '.join(METHODS)}")
     size = (int(size[0]), int(size[1]))
     require(size[0] >= 1 and size[1] >= 1, f"--size must be two positive numbers, got {size}")
+    if crop:
+        check_frame_size(*size)  # before a 20000x20000 work size is chosen
     work = max(MIN_WORK_HEIGHT, 8 * size[0]) if crop else None
     clips = _open_all(_as_list(sources), fps, start, end, stride, work)
     if not crop:
@@ -278,6 +280,9 @@ def prepare(sources, out, *, method: str = "segment", masks: bool = False,
                     f"{clip.path}: frames of mixed sizes ({clip.width}x{clip.height}, but "
                     f"{clips[0].path} is {clips[0].width}x{clips[0].height}); crop to one size instead")
         size = (clips[0].height, clips[0].width)
+    # frames stream to disk one at a time: the disk must hold them all, memory a few frames
+    check_budget(out, sum(c.est_frames or 0 for c in clips), *size, working_bytes=16 * size[0] * size[1],
+                 what="--size" if crop else "source frame size (--no-crop)")
     name = "masks" if masks else method
     make_method(name, invert=invert, **(method_options or {})).close()  # fail fast on a missing extra
     with DatasetWriter(out, *size, overwrite=overwrite) as writer:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -230,10 +231,20 @@ def list_images(folder) -> list[Path]:
 
 
 def read_image(path: Path, gray: bool = False) -> np.ndarray:
-    """One image as uint8 RGB (H, W, 3) or luma (H, W); unreadable files are a DiscodanceError."""
+    """One image as uint8 RGB (H, W, 3) or luma (H, W); unreadable files are a DiscodanceError.
+
+    PIL's decompression-bomb guard (Image.MAX_IMAGE_PIXELS, 89 million pixels) is made strict:
+    its warning (1-2x the limit) is an error too, since no video frame is that large and a
+    small file that unpacks to gigabytes is an attack or a corrupt header, not a frame.
+    """
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("L" if gray else "RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return np.asarray(img.convert("L" if gray else "RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DiscodanceError(f"{path}: image too large to be a video frame, refused as a possible "
+                              f"decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DiscodanceError(f"{path}: not a readable image ({e})") from None
 

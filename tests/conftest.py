@@ -11,6 +11,14 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_MODEL = {"channels": (8, 16), "hidden": 32, "latents": 4, "classes": 5}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_folder(tmp_path_factory):
+    """Caches (the evaluation network's) go to a folder of the test session, not the user's home."""
+    import os
+    os.environ["DISCODANCE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """300 frames of the built-in dancer at 32x32 (two clips)."""

@@ -175,7 +175,9 @@ def test_pose_probe_on_the_built_in_dancer_is_accurate_and_cached(tmp_path):
     # (the full-size probe, 64x64 and 1,500 steps, reaches 0.33 px: docs/evaluation.md)
     assert stats["mode"] == "pose" and stats["probe_error_px"] < 1.5
     assert stats["fid_floor"] >= 0 and stats["nn_threshold"] > 0
-    pt, js = cache_paths(data)
+    pt, js = cache_paths(data, cfg)
+    assert not (data.path / ".eval").exists() and sorted(p.name for p in data.path.iterdir()) == [
+        "frames.npy", "meta.json", "poses.npy"]  # nothing is written into the user's dataset
     assert pt.is_file() and json.loads(js.read_text())["probe_error_px"] == pytest.approx(stats["probe_error_px"])
     mtime = pt.stat().st_mtime_ns
     again, stats2 = load_or_train(data, cfg)                              # from the cache: no retraining

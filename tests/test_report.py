@@ -94,7 +94,8 @@ def test_an_interrupted_compare_resumes_without_retraining(report, tmp_path):
 ])
 def test_compare_rejects_bad_input_in_one_line(tmp_path, capsys, args, message):
     (tmp_path / "existing").mkdir()
-    base = {"--data": str(tmp_path), "--minutes": "1", "--out": str(tmp_path / "r")}
+    (tmp_path / "existing" / "index.html").write_text("an old report")
+    base = {"--data": str(tmp_path / "data"), "--minutes": "1", "--out": str(tmp_path / "r")}
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1].format(existing=tmp_path / "existing")
     argv = ["compare"] + [x for k, v in base.items() for x in (k, v)]

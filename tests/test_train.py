@@ -137,11 +137,10 @@ def test_overwrite_never_deletes_the_dataset_inside_the_run_folder(tmp_path):
     from discodance.data.synthetic import write_synthetic
     run = tmp_path / "run"
     data = write_synthetic(run / "data", 120, 32, 32, seed=0)
-    (run / "old.txt").write_text("stale")
-    with pytest.raises(DiscodanceError, match="already exists"):
-        train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), progress=False)
-    train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), overwrite=True, progress=False)
-    assert (data / "frames.npy").exists() and not (run / "old.txt").exists()
+    train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), progress=False)  # the demo's layout
+    with pytest.raises(DiscodanceError, match="holds the input"):
+        train(data, run, "gumbel-vae", TINY_MODEL, TrainConfig(steps=1, **FAST), overwrite=True, progress=False)
+    assert (data / "frames.npy").exists() and (run / "checkpoint.pt").exists()
 
 
 def test_peak_memory_of_a_child_is_its_own_not_its_parents():

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config import TrainConfig, from_dict, parse_overrides
 from .errors import DiscodanceError, require
+from .folders import check_target
 from .models import REGISTRY
 
 
@@ -38,13 +40,30 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
 
 def _nonneg_float(text: str) -> float:
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**63-1, got {value}")
     return value
 
 
@@ -69,6 +88,7 @@ def _print_mapping(obj: dict, indent: str = "") -> None:
 # ----------------------------------------------------------------------------- commands
 def cmd_synth(args) -> None:
     from .data.synthetic import write_synthetic
+    check_target(args.out, "dataset", overwrite=args.overwrite)
     path = write_synthetic(args.out, args.frames, args.size[0], args.size[1], args.seed, args.fps, args.overwrite)
     print(f"wrote {args.frames} frames of the built-in dancer ({args.size[0]}x{args.size[1]}) to {path}")
 
@@ -82,6 +102,7 @@ def cmd_prepare(args) -> None:
     motion = [s.is_file() and s.suffix.lower() in BVH_EXTENSIONS + KEYPOINT_EXTENSIONS for s in sources]
     require(all(motion) or not any(motion),
             "mix of motion files and videos/image folders: prepare them as separate datasets")
+    check_target(args.out, "dataset", inputs=sources, overwrite=args.overwrite)
     size = tuple(args.size)
     if all(motion):
         path = prepare_mocap(sources, args.out, size=size, fps=args.fps or 30.0, view=args.view,
@@ -184,6 +205,8 @@ def cmd_info(args) -> None:
         from .data.dataset import load_dataset
         info = load_dataset(path).describe()
     else:
+        require(path.is_file() or (path / "checkpoint.pt").exists(),
+                f"{path} is neither a dataset (no meta.json) nor a run (no checkpoint.pt)")
         from .train import load_checkpoint
         ckpt = load_checkpoint(path)
         c = ckpt["config"]
@@ -210,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     d.add_argument("--minutes", type=_positive_float, default=4.0, help="training budget in minutes (default 4)")
     d.add_argument("--frames", type=_positive_int, default=5000, help="frames of the built-in dancer (default 5000)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_seed, default=0)
     d.add_argument("--device", default="auto")
     d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     d.set_defaults(func=cmd_demo)
@@ -219,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="dataset folder to create")
     s.add_argument("--frames", type=_positive_int, default=5000)
     s.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--fps", type=_positive_float, default=24.0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_synth)
@@ -255,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_positive_int, default=None,
                    help="optimizer steps (default 2000, or unlimited when only --minutes is given)")
     t.add_argument("--minutes", type=_positive_float, default=None, help="wall-clock budget")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--batch-size", type=_positive_int, default=None)
     t.add_argument("--lr", type=_positive_float, default=None)
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -274,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=_nonneg_float, default=1.0, help="code sampling temperature (0 = most likely code)")
     g.add_argument("--feedback", default="binary", choices=("binary", "sample", "probs"))
     g.add_argument("--mode", default="chain", choices=("chain", "prior"), help="chain from seeds, or i.i.d. prior samples")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--data", default=None, help="dataset for seed frames (default: the one the run trained on)")
     g.add_argument("--split", default="test", choices=("train", "val", "test"))
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -289,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=_positive_int, default=100, help="importance samples S (default 100)")
     e.add_argument("--batch-size", type=_positive_int, default=64)
     e.add_argument("--max-windows", type=_positive_int, default=None, help="evaluate on at most this many frames")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     e.add_argument("--full", action="store_true",
                    help="also roll out and measure frame/motion quality, rollout health and cost (docs/evaluation.md)")

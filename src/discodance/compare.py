@@ -18,8 +18,6 @@ again, so an interrupted compare resumes instead of retraining.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -28,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import write_json_atomic
+from .checkpoint import read_log
+from .config import to_dict, write_json_atomic
 from .data.dataset import load_dataset
 from .errors import DiscodanceError, require
+from .folders import FolderLock, check_target, swap_in
 from .quality import FullEvalConfig
 
 GIF_ROLLOUT = dict(num=8, steps=48)
@@ -65,10 +65,25 @@ class CompareConfig:
         allowed = set(self.models) | ({"gumbel-vae"} if "code-prior" in self.models else set())
         stray = [m for m in self.model_sets if m not in allowed]
         require(not stray, f"--set names model(s) not in --models: {', '.join(stray)}")
-        require(not (Path(self.out).exists() and not self.overwrite),
-                f"report folder {self.out} already exists (pass --overwrite to replace it)")
+        check_target(self.out, "report", inputs=[self.data], overwrite=self.overwrite)
         self.evaluation.validate()
+        self._check_settings()
         return self
+
+    def _check_settings(self) -> None:
+        """Every --set and --train-set value, and every model's size, before any work starts."""
+        from .config import TrainConfig, from_dict
+        from .limits import check_model_size
+        from .models import model_config
+        frame_size = load_dataset(self.data).frame_size
+        from_dict(TrainConfig, {"steps": self.steps or 1, "minutes": self.minutes, **self.train_sets}).validate()
+        models = set(self.models) | ({"gumbel-vae"} if "code-prior" in self.models else set())
+        for model in sorted(models):
+            sets = dict(self.model_sets.get(model, {}))
+            if model == "code-prior":  # its base run does not exist yet: check against a default base
+                sets.pop("base_run", None)
+                sets["base_config"] = to_dict(model_config("gumbel-vae", frame_size, self.model_sets.get("gumbel-vae")))
+            check_model_size(model, model_config(model, frame_size, sets))
 
 
 # ----------------------------------------------------------------------------- training
@@ -96,7 +111,7 @@ def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: flo
         lines = log_path.read_text().strip().splitlines()
         raise DiscodanceError(f"training {model} (seed {seed}) failed: {lines[-1] if lines else f'exit code {code}'}"
                               f" (log: {log_path})")
-    peaks = [r["max_rss_mb"] for r in _read_log(out) if r.get("max_rss_mb") is not None]
+    peaks = [r["max_rss_mb"] for r in read_log(out) if r.get("max_rss_mb") is not None]
     info = {"wall_seconds": time.perf_counter() - t0, "peak_rss_mb": max(peaks) if peaks else None,
             "minutes": minutes, "command": cmd[1:]}
     write_json_atomic(out / "train.json", info)
@@ -165,7 +180,6 @@ def rollout_media(cfg: CompareConfig, runs: dict[str, Path], dataset, device, ou
 def run_compare(cfg: CompareConfig, log=None) -> dict:
     """Train, evaluate and report; returns the summary (also written as results.json)."""
     from .evalnet import load_or_train
-    from .report import flatten
     from .train import resolve_device
     cfg.validate()
     log = log or (lambda msg: None)
@@ -173,8 +187,14 @@ def run_compare(cfg: CompareConfig, log=None) -> dict:
     device = resolve_device(cfg.device)
     final = Path(cfg.out)
     work = final.with_name(f".{final.name}.partial")
-    _claim(work, cfg)
-    net, ref = load_or_train(dataset, cfg.evaluation.evalnet, device=device, log=log)
+    with FolderLock(work):
+        _claim(work, cfg)
+        net, ref = load_or_train(dataset, cfg.evaluation.evalnet, device=device, log=log)
+        return _train_evaluate_report(cfg, dataset, device, work, final, ref, log)
+
+
+def _train_evaluate_report(cfg: CompareConfig, dataset, device, work: Path, final: Path, ref: dict, log) -> dict:
+    from .report import flatten
     rows, results, seed0 = [], {m: [] for m in cfg.models}, {}
     for seed in range(cfg.seeds):
         for model in cfg.models:
@@ -187,9 +207,7 @@ def run_compare(cfg: CompareConfig, log=None) -> dict:
             seed0.setdefault(model, run)
     log("writing the report")
     summary = write_report(cfg, work, rows, results, seed0, dataset, device, ref)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(work, final)
+    swap_in(work, final)
     return {"report": str(final / "index.html"), "models": list(cfg.models), "seeds": cfg.seeds,
             "summary": {m: {k: v[0] for k, v in s.items()} for m, s in summary.items()}}
 
@@ -224,7 +242,7 @@ def write_report(cfg: CompareConfig, work: Path, rows: list[dict], results: dict
     summary = {m: {k: v for k, v in s.items() if k != "seed"} for m, s in summary.items()}
     reference = _reference(rows)
     media = rollout_media(cfg, seed0, dataset, device, work)
-    curves = {m: [_read_log(work / "runs" / f"{m}-s{s}") for s in range(cfg.seeds)] for m in cfg.models}
+    curves = {m: [read_log(work / "runs" / f"{m}-s{s}") for s in range(cfg.seeds)] for m in cfg.models}
     media["plots"] = [("training curves", report.plot_training(curves, work / "training.png").name),
                       ("metrics against rollout horizon",
                        report.plot_horizons(summary, list(cfg.evaluation.horizons), reference, work / "horizons.png").name)]
@@ -243,11 +261,6 @@ def write_report(cfg: CompareConfig, work: Path, rows: list[dict], results: dict
     report.write_html(work / "index.html", f"discodance compare: {dataset.path.name}", summary, reference, media,
                       _notes(cfg, dataset, ref))
     return summary
-
-
-def _read_log(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def _notes(cfg: CompareConfig, dataset, ref: dict) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,15 @@ class TrainConfig:
     num_workers: int = 0
 
     def validate(self) -> "TrainConfig":
+        for name in ("lr", "weight_decay", "grad_clip", "final_lr_ratio", "minutes"):
+            value = getattr(self, name)
+            require(value is None or math.isfinite(value), f"{name} must be a finite number, got {value}")
         require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        require(0 <= self.seed < 2 ** 63, f"seed must be in 0 .. 2**63-1, got {self.seed}")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                f"betas must be two numbers in [0, 1), got {self.betas}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.warmup_steps >= 0 and self.num_workers >= 0, "warmup_steps and num_workers must be >= 0")
         require(self.minutes is None or self.minutes > 0, f"minutes must be > 0, got {self.minutes}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")

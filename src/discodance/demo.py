@@ -5,7 +5,6 @@ ordinary run folder, so `discodance generate/evaluate/info` work on it too.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 
 from .config import TrainConfig, write_json_atomic
 from .errors import require
+from .folders import FolderLock, Replacement, check_target
 
 # The demo's model: small enough to train to a moving dancer in ~4 CPU minutes.
 DEMO_MODEL = {"channels": (16, 32, 64, 128), "hidden": 256}
@@ -32,18 +32,24 @@ def run_demo(out="runs/demo", minutes: float = 4.0, frames: int = 5000, seed: in
 
     out = Path(out)
     require(frames >= 500, f"--frames must be at least 500 for the demo, got {frames}")
-    if out.exists() and any(out.iterdir()):
-        require(overwrite, f"{out} already exists (pass --overwrite to replace it, or --out elsewhere)")
-        shutil.rmtree(out)
-    t0 = time.perf_counter()
-    _say(f"[1/4] built-in dancer: {frames} frames, 64x64")
-    data = write_synthetic(out / "data", frames, 64, 64, seed)
-
-    _say(f"[2/4] training gumbel-vae (at most {DEMO_STEPS} steps or {minutes:g} minutes)")
-    cfg = TrainConfig(steps=DEMO_STEPS, minutes=minutes, seed=seed, device=device, eval_every=400, ckpt_every=400)
-    ckpt_path = train(data, out, "gumbel-vae", DEMO_MODEL, cfg)
-
-    return evaluate_and_render(out, data, ckpt_path, seed, device, t0)
+    cfg = TrainConfig(steps=DEMO_STEPS, minutes=minutes, seed=seed, device=device, eval_every=400,
+                      ckpt_every=400).validate()
+    with FolderLock(out):
+        old = Replacement(out) if check_target(out, "run", overwrite=overwrite) else None
+        try:
+            t0 = time.perf_counter()
+            _say(f"[1/4] built-in dancer: {frames} frames, 64x64")
+            data = write_synthetic(out / "data", frames, 64, 64, seed)
+            _say(f"[2/4] training gumbel-vae (at most {DEMO_STEPS} steps or {minutes:g} minutes)")
+            ckpt_path = train(data, out, "gumbel-vae", DEMO_MODEL, cfg)
+            metrics = evaluate_and_render(out, data, ckpt_path, seed, device, t0)
+        except BaseException:
+            if old is not None:
+                old.rollback()  # the old demo comes back: nothing of the user's is lost to a failed run
+            raise
+        if old is not None:
+            old.commit()
+    return metrics
 
 
 def evaluate_and_render(out: Path, data: Path, ckpt_path: Path, seed: int = 0, device: str = "auto",

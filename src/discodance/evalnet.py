@@ -1,5 +1,5 @@
 """The evaluation network of a dataset: a pose probe (CNN frame -> joints) when the dataset has
-poses, otherwise a small autoencoder. Trained once on the training split and cached with the data.
+poses, otherwise a small autoencoder. Trained once on the training split and cached per dataset.
 
 Why: an ImageNet Inception network (FID's usual feature space, Heusel et al. 2017) knows nothing
 about binary silhouettes, and this project downloads no weights. A network trained on the
@@ -9,10 +9,12 @@ probe's joints feed the kinetic/geometric motion features (features.py); its pre
 uncertainty (pose probe) or reconstruction error (autoencoder) is the "confidence" whose real
 range flags implausible generated frames.
 
-Cache: <dataset>/.eval/evalnet-v<VERSION>.pt (weights and reference statistics, loadable with
-weights_only=True) plus a .json summary. The fingerprint of the dataset (meta.json, the size of
-frames.npy and poses.npy and a sample of their bytes) and of the config is stored with it; a
-change of either, or of VERSION, trains a new network. Files are written under a temporary name
+Cache: <cache>/evalnet/v<VERSION>-<fingerprint>.pt (weights and reference statistics, loadable
+with weights_only=True) plus a .json summary, where <cache> is $DISCODANCE_CACHE, else
+$XDG_CACHE_HOME/discodance, else ~/.cache/discodance -- never inside the user's dataset folder,
+which may be read-only or shared. The fingerprint of the dataset (meta.json, the size of frames.npy
+and poses.npy and a sample of their bytes) and of the config names the file; a change of either,
+or of VERSION, trains a new network. Files are written under a temporary name
 and renamed, so a killed run never leaves a half-written cache.
 """
 from __future__ import annotations
@@ -36,7 +38,6 @@ from .errors import require
 from .models.blocks import ConvDecoder, ConvEncoder
 
 VERSION = 1
-CACHE_DIR = ".eval"
 _HIDDEN_JOINTS = r"thumb|index|mid\d|middle|ring|pinky|finger|eye|_end"  # not drawn in silhouettes
 
 
@@ -249,16 +250,25 @@ def fingerprint(dataset: Dataset, cfg: EvalNetConfig) -> str:
     return h.hexdigest()[:20]
 
 
-def cache_paths(dataset: Dataset) -> tuple[Path, Path]:
-    d = Path(dataset.path) / CACHE_DIR
-    return d / f"evalnet-v{VERSION}.pt", d / f"evalnet-v{VERSION}.json"
+def cache_dir() -> Path:
+    """The user's cache folder for discodance (see the module docstring)."""
+    if os.environ.get("DISCODANCE_CACHE"):
+        return Path(os.environ["DISCODANCE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "discodance"
+
+
+def cache_paths(dataset: Dataset, config: EvalNetConfig | None = None) -> tuple[Path, Path]:
+    stem = f"v{VERSION}-{fingerprint(dataset, config or EvalNetConfig())}"
+    d = cache_dir() / "evalnet"
+    return d / f"{stem}.pt", d / f"{stem}.json"
 
 
 def load_or_train(dataset: Dataset, config: EvalNetConfig | None = None, device="cpu", log=None) -> tuple[EvalNet, dict]:
-    """The dataset's evaluation network: from the cache when its fingerprint matches, else trained
-    now and cached (when the dataset folder is writable; otherwise kept in memory only)."""
+    """The dataset's evaluation network: from the cache when one with its fingerprint exists, else
+    trained now and cached (when the cache folder is writable; otherwise kept in memory only)."""
     cfg = config or EvalNetConfig()
-    pt, js = cache_paths(dataset)
+    pt, js = cache_paths(dataset, cfg)
     fp = fingerprint(dataset, cfg)
     if pt.is_file() and js.is_file():
         try:
@@ -290,13 +300,13 @@ def _save(pt: Path, js: Path, net: EvalNet, stats: dict, cfg: EvalNetConfig, log
             "reference_features": torch.from_numpy(stats["reference_features"]),
             "stats": json.loads(json.dumps(public)), "config": json.loads(json.dumps(to_dict(cfg)))}
     try:
-        pt.parent.mkdir(exist_ok=True)
+        pt.parent.mkdir(parents=True, exist_ok=True)
         tmp = pt.with_name(f".{pt.name}.tmp")
         torch.save(blob, tmp)
         os.replace(tmp, pt)
         tmp = js.with_name(f".{js.name}.tmp")
         tmp.write_text(json.dumps({"version": VERSION, "config": dataclasses.asdict(cfg), **public}, indent=2))
         os.replace(tmp, js)
-    except OSError as e:  # a read-only dataset: evaluate anyway, just without the cache
+    except OSError as e:  # a read-only cache folder: evaluate anyway, just without the cache
         if log:
             log(f"could not cache the evaluation network in {pt.parent} ({e.strerror}); kept in memory")

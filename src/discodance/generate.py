@@ -13,7 +13,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.dataset import Dataset, load_dataset
-from .errors import DiscodanceError, require
+from .errors import require
+from .folders import check_target
+from .limits import require_memory
 from .metrics import load_windows
 
 STRIP_FRAMES = (0, 1, 2, 16)  # the report's figures 1-4: the seed and generated frames 1, 2 and 16
@@ -158,17 +160,24 @@ def write_outputs(out: Path, sequences, fps: float, name: str = "samples", strip
     return {k: str(v) for k, v in paths.items()}
 
 
+def _output_bytes(num: int, steps: int, frame_size) -> int:
+    """Memory a rollout's outputs take at once: float frames, their uint8 copy, the upscaled GIF grid
+    (tile's 3x scale, twice: the grid and PIL's frames)."""
+    pixels = num * (steps + 1) * frame_size[0] * frame_size[1]
+    return pixels * (4 + 1 + 2 * 9)
+
+
 def generate_from_run(run, out, num=8, steps=32, temperature=1.0, seed=0, feedback="binary",
                       mode="chain", data=None, split="test", overwrite=False, device="cpu") -> dict:
     """The `discodance generate` command: load a run, roll out, write GIF/MP4/strip and frames.npy."""
     from .train import load_checkpoint, model_from_checkpoint
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DiscodanceError(f"output folder {out} already exists (pass --overwrite to replace its files)")
     ckpt = load_checkpoint(run)
-    model = model_from_checkpoint(ckpt, device)
     dataset = load_dataset(data or ckpt["config"]["data"])
+    check_target(out, "samples", inputs=[dataset.path], overwrite=overwrite)
+    require_memory(_output_bytes(num, steps, dataset.frame_size), f"{num} rollouts of {steps} frames")
+    model = model_from_checkpoint(ckpt, device)
     require(dataset.frame_size == model.frame_size,
             f"the model was trained on {list(model.frame_size)} frames but {dataset.path} has {list(dataset.frame_size)}")
     frames, seed_index = generate(model, dataset, num, steps, seed, split, temperature, feedback, mode, device)

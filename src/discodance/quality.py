@@ -18,7 +18,6 @@ what "good" is on this dataset.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from . import features as ft
 from . import metrics as mt
+from .checkpoint import load_checkpoint, read_log
 from .data.dataset import Dataset
 from .errors import require
 from .evalnet import EvalNetConfig, load_or_train, nearest_distance
@@ -223,19 +223,16 @@ def training_cost(model, ckpt: dict, run_dir: Path | None) -> dict:
     total = float(ckpt["elapsed"])
     base = (ckpt["config"].get("model_config") or {}).get("base_run")
     if base and Path(base).exists():
-        from .train import load_checkpoint
         out["base_train_seconds"] = float(load_checkpoint(base)["elapsed"])
         total += out["base_train_seconds"]
     out["train_seconds_total"] = total
-    log = Path(run_dir) / "metrics.jsonl" if run_dir else None
-    if log and log.is_file():
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        fps = [r["frames_per_s"] for r in rows if "frames_per_s" in r]
-        rss = [r["max_rss_mb"] for r in rows if r.get("max_rss_mb") is not None]
-        if fps:
-            out["train_frames_per_s"] = float(np.median(fps))
-        if rss:
-            out["train_peak_rss_mb"] = float(max(rss))
+    rows = read_log(run_dir) if run_dir else []
+    fps = [r["frames_per_s"] for r in rows if r.get("frames_per_s") is not None]
+    rss = [r["max_rss_mb"] for r in rows if r.get("max_rss_mb") is not None]
+    if fps:
+        out["train_frames_per_s"] = float(np.median(fps))
+    if rss:
+        out["train_peak_rss_mb"] = float(max(rss))
     return out
 
 

@@ -15,12 +15,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,17 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import TrainConfig, to_dict, write_json_atomic
+from .checkpoint import (CHECKPOINT, LOG, MetricsLog, load_checkpoint, model_from_checkpoint,  # noqa: F401
+                         save_checkpoint, truncate_log)
+from .config import TrainConfig, from_dict, to_dict, write_json_atomic
 from .data.dataset import WindowDataset, load_dataset
 from .errors import DiscodanceError, require
+from .folders import LOCK_NAME, FolderLock, Replacement, check_target
+from .limits import check_model_size
 from .metrics import evaluate_model
 from .models import build_model, model_config
 
-CHECKPOINT = "checkpoint.pt"
+MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
 
 
 # ----------------------------------------------------------------------------- environment
@@ -129,78 +132,68 @@ def make_optimizers(model, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]
     return opts
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, model, optimizers, step: int, elapsed: float, run_config: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": "discodance-checkpoint", "version": 1, "step": step, "elapsed": elapsed,
-                "model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                "config": json.loads(json.dumps(run_config))}, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint safely (weights_only: tensors and plain containers, no code)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    require(path.is_file(), f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise DiscodanceError(f"{path} is not a readable discodance checkpoint ({type(e).__name__})") from None
-    require(isinstance(ckpt, dict) and ckpt.get("format") == "discodance-checkpoint",
-            f"{path} is not a discodance checkpoint")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict, device="cpu"):
-    cfg = ckpt["config"]
-    model = build_model(cfg["model"], cfg["model_config"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise DiscodanceError(f"the checkpoint's weights do not fit its {cfg['model']} settings "
-                              "(edited config or a different discodance version?)") from None
-    return model.to(device).eval()
-
-
 # ----------------------------------------------------------------------------- run folder
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, rank: int, data: Path) -> None:
-    """Create the run folder; with overwrite, empty it first -- but never delete the dataset
-    being trained on when it lives inside the run folder (as the demo's does)."""
+def _claim_run_dir(out: Path, data: Path, resume: bool, overwrite: bool) -> Replacement | None:
+    """Check (and with overwrite, clear) the run folder; the caller holds its lock. Returns the
+    Replacement holding the old run aside until the new one is complete, if there was one."""
     if resume:
         require((out / CHECKPOINT).is_file(), f"cannot resume: {out / CHECKPOINT} does not exist")
-        return
-    data = Path(data).resolve()
-    existing = [p for p in out.iterdir() if p.resolve() != data] if out.is_dir() else []
-    if existing:
-        require(overwrite, f"run folder {out} already exists (pass --overwrite to replace it, or --resume)")
-        if rank == 0:
-            for p in existing:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (the killed run's tail)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-class MetricsLog:
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        return None
+    # the demo trains on a dataset inside its own run folder: that dataset is the one thing allowed there
+    inside = [p for p in out.iterdir() if p.name != LOCK_NAME] if out.is_dir() else []
+    if inside and all(p.resolve() == data.resolve() for p in inside) and not overwrite:
+        return None
+    if not check_target(out, "run", inputs=[data], overwrite=overwrite):
+        return None
+    return Replacement(out)
 
 
 # ----------------------------------------------------------------------------- the loop
+@dataclass
+class LogState:
+    """Running sums behind the next metrics.jsonl line; saved in checkpoints so that a resumed run
+    writes exactly the lines the uninterrupted run would have written."""
+    sums: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    frames: int = 0
+    skipped: int = 0
+
+    def add(self, logs: dict, frames: int) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.frames += frames
+
+    def means(self) -> dict:
+        out = {k: v / self.counts[k] for k, v in self.sums.items()}
+        if self.skipped:
+            out["skipped_steps"] = self.skipped
+        return out
+
+
+@dataclass
+class Run:
+    """Everything one training process holds; the stages below read and update it."""
+    out: Path
+    dataset: object
+    model: object
+    net: object
+    optimizers: dict
+    cfg: TrainConfig
+    run_config: dict
+    rank: int
+    world: int
+    device: torch.device
+    log: MetricsLog
+    step: int = 0
+    elapsed: float = 0.0
+    acc: LogState = field(default_factory=LogState)
+    bad_in_a_row: int = 0
+
+    def stopping(self) -> bool:
+        return self.step >= self.cfg.steps or bool(self.cfg.minutes and self.elapsed >= self.cfg.minutes * 60)
+
+
 def train(data: str | Path, out: str | Path, model_name: str | None = None, model_overrides: dict | None = None,
           cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
           stop_at: int | None = None, progress: bool = True) -> Path:
@@ -209,8 +202,31 @@ def train(data: str | Path, out: str | Path, model_name: str | None = None, mode
     stop_at ends this process right after that step, as if it were killed there (no extra
     checkpoint): used to test --resume. Everything else about the run comes from `cfg` and the model's config.
     """
-    out = Path(out)
+    out, data = Path(out), Path(data)
     dataset = load_dataset(data)
+    ckpt, model_name, mcfg, cfg = _settings(dataset, out, model_name, model_overrides, cfg, resume)
+    rank, world, device = init_distributed(cfg.device)
+    with FolderLock(out, enabled=rank == 0):
+        replacement = _claim_run_dir(out, data, resume, overwrite) if rank == 0 else None
+        created = not resume
+        try:
+            run = _build(out, dataset, data, model_name, mcfg, cfg, rank, world, device)
+            if ckpt is not None:
+                _restore(run, ckpt)
+            _run_loop(run, stop_at, progress, model_name)
+        except BaseException:
+            if rank == 0 and created and not (out / CHECKPOINT).is_file():
+                _undo(out, replacement)  # nothing worth keeping was written: leave the folder as it was
+            raise
+        if replacement is not None:
+            replacement.commit()
+    if world > 1:
+        dist.barrier()
+    return out / CHECKPOINT
+
+
+def _settings(dataset, out: Path, model_name, model_overrides, cfg, resume: bool):
+    """(checkpoint or None, model name, model config, loop config), all validated before any write."""
     if resume:
         require((out / CHECKPOINT).is_file(), f"cannot resume: {out / CHECKPOINT} does not exist")
         ckpt = load_checkpoint(out)
@@ -220,84 +236,122 @@ def train(data: str | Path, out: str | Path, model_name: str | None = None, mode
                 f"{out} was trained with model {saved['model']}, not {model_name}")
         model_name, mcfg = saved["model"], model_config(saved["model"], dataset.frame_size, saved["model_config"])
         require(tuple(saved["model_config"]["frame_size"]) == dataset.frame_size,
-                f"checkpoint frames are {saved['model_config']['frame_size']} but {data} has {list(dataset.frame_size)}")
-        cfg = TrainConfig(**{**saved["train"], **({"steps": cfg.steps, "minutes": cfg.minutes} if cfg else {})})
+                f"checkpoint frames are {saved['model_config']['frame_size']} but {dataset.path} has {list(dataset.frame_size)}")
+        require(isinstance(saved.get("train"), dict), f"{out / CHECKPOINT} has no training settings")
+        cfg = from_dict(TrainConfig, {**saved["train"], **({"steps": cfg.steps, "minutes": cfg.minutes} if cfg else {})})
     else:
         ckpt, cfg, model_name = None, cfg or TrainConfig(), model_name or "gumbel-vae"
         mcfg = model_config(model_name, dataset.frame_size, model_overrides)
     cfg = dataclasses.replace(cfg, betas=tuple(cfg.betas)).validate()
-    rank, world, device = init_distributed(cfg.device)
-    prepare_run_dir(out, resume, overwrite, rank, Path(data))
-    if world > 1:
-        dist.barrier()
+    check_model_size(model_name, mcfg)
+    return ckpt, model_name, mcfg, cfg
 
+
+def _undo(out: Path, replacement: Replacement | None) -> None:
+    if replacement is not None:
+        replacement.rollback()
+    elif out.is_dir():
+        for p in out.iterdir():
+            if p.name in ("config.json", LOG) or p.name.startswith(".checkpoint"):
+                p.unlink()
+
+
+def _build(out: Path, dataset, data: Path, model_name: str, mcfg, cfg: TrainConfig, rank: int, world: int,
+           device: torch.device) -> Run:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(model_name, mcfg).to(device)
-    windows = WindowDataset(dataset, "train", model.window)
-    local = rank_slice(cfg.batch_size, rank, world)
     run_config = {"model": model_name, "model_config": to_dict(mcfg), "train": to_dict(cfg),
-                  "data": str(Path(data).resolve()), "frame_size": list(dataset.frame_size),
+                  "data": str(data.resolve()), "frame_size": list(dataset.frame_size),
                   "fps": dataset.fps, "world_size": world, "device": device.type,
                   "discodance_version": __version__, "torch_version": torch.__version__}
-    optimizers = make_optimizers(model, cfg)
-    step, elapsed = 0, 0.0
-    log = MetricsLog(out / "metrics.jsonl", rank == 0)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        for k, o in optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
-        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        if rank == 0:
-            truncate_log(log.path, step)
     if rank == 0:
         write_json_atomic(out / "config.json", run_config)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    return Run(out, dataset, model, net, make_optimizers(model, cfg), cfg, run_config, rank, world, device,
+               MetricsLog(out / LOG, rank == 0))
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or rank != 0, desc=f"train {model_name}",
-               unit="step", dynamic_ncols=True, file=sys.stderr)
-    acc, acc_n, frames_seen, bad_steps = {}, 0, 0, 0
-    t_start = time.perf_counter() - elapsed
+
+def _restore(run: Run, ckpt: dict) -> None:
+    """Weights, optimizer moments, step, clock and the half-filled log line of a checkpoint."""
+    run.model.load_state_dict(ckpt["model"])
+    for k, o in run.optimizers.items():
+        o.load_state_dict(ckpt["optimizers"][k])
+    run.step, run.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+    state = ckpt.get("log_state") or {}
+    run.acc = LogState(dict(state.get("sums", {})), dict(state.get("counts", {})),
+                       int(state.get("frames", 0)), int(state.get("skipped", 0)))
+    if run.rank == 0:
+        truncate_log(run.log.path, run.step)
+
+
+def _run_loop(run: Run, stop_at: int | None, progress: bool, model_name: str) -> None:
+    cfg = run.cfg
+    windows = WindowDataset(run.dataset, "train", run.model.window)
+    local = rank_slice(cfg.batch_size, run.rank, run.world)
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank != 0,
+               desc=f"train {model_name}", unit="step", dynamic_ncols=True, file=sys.stderr)
+    t_start = time.perf_counter() - run.elapsed
     t_log = time.perf_counter()
-    while step < cfg.steps and not (cfg.minutes and elapsed >= cfg.minutes * 60):
-        idx = global_batch_indices(step, cfg.batch_size, len(windows), cfg.seed)[local]
-        batch = torch.stack([windows[i] for i in idx]).to(device, non_blocking=True).float().div_(255.0)
-        progress_frac = max(step / cfg.steps, elapsed / (cfg.minutes * 60) if cfg.minutes else 0.0)
-        lr = learning_rate(cfg, step, progress_frac)
-        for o in optimizers.values():
-            for g in o.param_groups:
-                g["lr"] = lr
-        logs, finite = train_step(net, model, optimizers, batch, step, cfg, rank)
-        bad_steps = 0 if finite else bad_steps + 1
-        require(bad_steps < 20, f"training diverged: the loss was not finite for 20 steps in a row (step {step})")
-        step += 1
-        frames_seen += len(batch) * world
-        elapsed = time.perf_counter() - t_start
-        for k, v in logs.items():
-            acc[k] = acc.get(k, 0.0) + v
-        acc_n += 1
+    while not run.stopping():
+        idx = global_batch_indices(run.step, cfg.batch_size, len(windows), cfg.seed)[local]
+        batch = torch.stack([windows[i] for i in idx]).to(run.device, non_blocking=True).float().div_(255.0)
+        lr = _run_step(run, batch)
+        run.elapsed = time.perf_counter() - t_start
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.perf_counter()
-            record = {"step": step, "time": round(elapsed, 3), "lr": lr,
-                      "frames_per_s": frames_seen / max(now - t_log, 1e-9), "max_rss_mb": peak_rss_mb()}
-            record.update({k: v / acc_n for k, v in acc.items()})
-            log.write(record)
-            bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
-            acc, acc_n, frames_seen, t_log = {}, 0, 0, now
-        stopping = step >= cfg.steps or (cfg.minutes and elapsed >= cfg.minutes * 60)
-        if rank == 0 and (step % cfg.eval_every == 0 or stopping):
-            val = evaluate_model(model, dataset, "val", samples=1, batch_size=cfg.batch_size, seed=cfg.seed,
-                                 max_windows=cfg.eval_batches * cfg.batch_size, device=device)
-            log.write({"step": step, "time": round(elapsed, 3), **{f"val_{k}": v for k, v in val.items()
-                                                                    if isinstance(v, float)}})
-        if rank == 0 and (step % cfg.ckpt_every == 0 or stopping):
-            save_checkpoint(out / CHECKPOINT, model, optimizers, step, elapsed, run_config)
-        if step == stop_at:
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            t_log = _log(run, lr, t_log, bar)
+        if run.rank == 0 and (run.step % cfg.eval_every == 0 or run.stopping()):
+            _validate(run)
+        if run.rank == 0 and (run.step % cfg.ckpt_every == 0 or run.stopping()):
+            _save(run)
+        if run.step == stop_at:
             break
     bar.close()
-    if world > 1:
-        dist.barrier()
-    return out / CHECKPOINT
+
+
+def _run_step(run: Run, batch: torch.Tensor) -> float:
+    """One optimizer step at the scheduled learning rate; a non-finite loss skips the step."""
+    cfg = run.cfg
+    progress_frac = max(run.step / cfg.steps, run.elapsed / (cfg.minutes * 60) if cfg.minutes else 0.0)
+    lr = learning_rate(cfg, run.step, progress_frac)
+    for o in run.optimizers.values():
+        for g in o.param_groups:
+            g["lr"] = lr
+    logs, finite = train_step(run.net, run.model, run.optimizers, batch, run.step, cfg, run.rank)
+    run.bad_in_a_row = 0 if finite else run.bad_in_a_row + 1
+    require(run.bad_in_a_row < MAX_BAD_STEPS,
+            f"training diverged: the loss was not finite for {MAX_BAD_STEPS} steps in a row (at step {run.step}); "
+            f"the last good checkpoint is kept -- try a lower --lr")
+    run.step += 1
+    if finite:
+        run.acc.add(logs, len(batch) * run.world)
+    else:
+        run.acc.skipped += 1
+    return lr
+
+
+def _log(run: Run, lr: float, t_log: float, bar) -> float:
+    now = time.perf_counter()
+    record = {"step": run.step, "time": round(run.elapsed, 3), "lr": lr,
+              "frames_per_s": run.acc.frames / max(now - t_log, 1e-9), "max_rss_mb": peak_rss_mb()}
+    record.update(run.acc.means())
+    run.log.write(record)
+    if record.get("loss") is not None:
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+    run.acc = LogState()
+    return now
+
+
+def _validate(run: Run) -> None:
+    val = evaluate_model(run.model, run.dataset, "val", samples=1, batch_size=run.cfg.batch_size, seed=run.cfg.seed,
+                         max_windows=run.cfg.eval_batches * run.cfg.batch_size, device=run.device)
+    run.log.write({"step": run.step, "time": round(run.elapsed, 3),
+                   **{f"val_{k}": v for k, v in val.items() if isinstance(v, float)}})
+
+
+def _save(run: Run) -> None:
+    state = {"sums": run.acc.sums, "counts": run.acc.counts, "frames": run.acc.frames, "skipped": run.acc.skipped}
+    save_checkpoint(run.out / CHECKPOINT, run.model, run.optimizers, run.step, run.elapsed, run.run_config, state)
 
 
 def train_step(net, model, optimizers, batch, step, cfg: TrainConfig, rank: int) -> tuple[dict, bool]:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import DiscodanceError, require
+from ..folders import check_target, swap_in
 
 FORMAT_NAME = "discodance-dataset"
 FORMAT_VERSION = 1
@@ -227,8 +228,7 @@ class DatasetWriter:
                  fractions=DEFAULT_FRACTIONS):
         self.out = Path(out)
         require(height >= 1 and width >= 1, f"frame size must be positive, got {height}x{width}")
-        if self.out.exists() and not overwrite:
-            raise DiscodanceError(f"{self.out} already exists (pass --overwrite to replace it)")
+        check_target(self.out, "dataset", overwrite=overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.out)
         self.tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(self.out), dir=self.out.parent))
@@ -294,9 +294,7 @@ class DatasetWriter:
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         (self.tmp / _PID_FILE).unlink(missing_ok=True)
         os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp made it 0700; a dataset is a normal folder
-        if self.out.exists():  # only reachable with overwrite=True
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        swap_in(self.tmp, self.out)  # an old dataset (checked in __init__) goes only now
         self.done = True
         return self.out
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..config import from_dict
 from ..errors import require
@@ -23,6 +24,26 @@ REGISTRY: dict[str, type[DanceModel]] = {
 }
 
 
+# Whole-number settings that may be 0; every other one counts something and must be >= 1.
+MAY_BE_ZERO = {"horizon", "mdn_start"}
+
+
+def check_numbers(config) -> None:
+    """The settings every model shares a rule for: counts >= 1 (or >= 0 where 0 means "none"), and
+    no infinite or NaN numbers; each model's validate() checks the rest."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int):
+                low = 0 if f.name in MAY_BE_ZERO else 1
+                require(v >= low, f"{f.name} must be >= {low}, got {value}")
+            elif isinstance(v, float):
+                require(math.isfinite(v), f"{f.name} must be a finite number, got {value}")
+
+
 def model_config(name: str, frame_size, overrides: dict | None = None):
     """The typed config of model `name` for frames of `frame_size`, with `overrides` applied."""
     require(name in REGISTRY, f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
@@ -30,7 +51,9 @@ def model_config(name: str, frame_size, overrides: dict | None = None):
     base = dataclasses.asdict(cls())
     base.update(overrides or {})
     base["frame_size"] = tuple(int(s) for s in frame_size)
-    return from_dict(cls, base).validate()
+    config = from_dict(cls, base)
+    check_numbers(config)
+    return config.validate()
 
 
 def build_model(name: str, config) -> DanceModel:

@@ -1,0 +1,71 @@
+"""Up-front size checks: refuse absurd models and outputs with a message naming the number, before
+anything is allocated (an allocation error deep inside torch is a traceback, and may take the machine
+down with it first)."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from .errors import DiscodanceError, require
+
+# Training holds each parameter four times (weights, gradients, Adam's two moments), in float32.
+TRAIN_BYTES_PER_PARAMETER = 16
+MAX_PARAMETERS = 2_000_000_000   # far beyond anything these models need, far below an allocator failure
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: MemAvailable on Linux, physical memory elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40  # unknown: do not refuse on a guess
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def require_memory(nbytes: float, what: str, share: float = 0.8) -> None:
+    """Refuse when `what` needs more than `share` of the memory available now."""
+    free = available_memory()
+    require(nbytes <= share * free,
+            f"{what} needs about {human_bytes(nbytes)} of memory, but only {human_bytes(free)} is available")
+
+
+def count_parameters(name: str, config) -> int:
+    """Parameters of model `name` built on the meta device: no memory is allocated. Settings that
+    no layer accepts (negative sizes, ...) are one-line errors here, not tracebacks later."""
+    from .models import build_model
+    try:
+        # a model that loads weights in its constructor (code-prior's frozen base) warns that copying
+        # into meta tensors does nothing: that is the point here
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(name, config)
+    except DiscodanceError:
+        raise
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DiscodanceError(f"{name} cannot be built with these settings: {first}") from None
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_model_size(name: str, config) -> int:
+    """Refuse a model too large to train here; returns its parameter count."""
+    n = count_parameters(name, config)
+    require(n <= MAX_PARAMETERS, f"{name} with these settings has {n:,} parameters (at most {MAX_PARAMETERS:,})")
+    require_memory(n * TRAIN_BYTES_PER_PARAMETER, f"training {name} with {n:,} parameters")
+    return n

@@ -171,6 +171,8 @@ def cmd_evaluate(args) -> None:
     else:
         result = evaluate_model(model, dataset, args.split, args.samples, args.batch_size, args.seed,
                                 args.max_windows, device)
+        require(result["windows"] > 0, f"the {args.split} split of {dataset.path} has no run of "
+                                       f"{model.window} consecutive frames to evaluate on")
     result.update({"run": str(args.run), "data": str(dataset.path), "step": ckpt["step"]})
     _emit(result, args.json, _print_mapping)
 

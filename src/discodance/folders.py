@@ -10,8 +10,9 @@
 The old contents are moved aside first and deleted only when the new output is complete
 (`Replacement`), so a failed or interrupted command leaves the old output, not nothing.
 
-A lock (`.lock` inside the folder, held with an OS file lock, so a killed process never leaves a
-stale one) keeps two processes from writing one run folder at once: the second is refused at once.
+A lock (`.lock` inside the folder while a command writes it, held with an OS file lock, so a killed
+process never leaves a stale one) keeps two processes from writing one folder at once: the second is
+refused at once, naming the lock.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def check_target(out: str | Path, kind: str, inputs=(), overwrite: bool = False)
     if not target.exists():
         return False
     require(target.is_dir(), f"{out} exists and is not a folder")
+    _refuse_if_locked(target)
     entries = [p for p in target.iterdir() if p.name != LOCK_NAME]
     if not entries:
         return False
@@ -72,8 +74,10 @@ def check_target(out: str | Path, kind: str, inputs=(), overwrite: bool = False)
     require(target != Path.home().resolve() and target.parent != target,
             f"refusing to overwrite {out}: it is the home folder or a filesystem root")
     foreign = sorted(p.name for p in entries if not _is_ours(p.name, kind))
-    require(not foreign, f"refusing to overwrite {out}: it is not a discodance {kind} folder "
-                         f"(it holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''})")
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise DiscodanceError(f"refusing to overwrite {out}: it is not a discodance {kind} folder "
+                              f"(it holds {foreign[0]!r}{more})")
     return True
 
 
@@ -107,7 +111,9 @@ class Replacement:
 
 
 def swap_in(new: Path, out: Path) -> None:
-    """Rename the finished folder `new` to `out`, replacing a checked old `out` only now."""
+    """Rename the finished folder `new` to `out`, replacing a checked old `out` only now. The lock
+    this process holds on `new` stays valid; its file does not travel into the output."""
+    (new / LOCK_NAME).unlink(missing_ok=True)
     if not out.exists():
         os.replace(new, out)
         return
@@ -138,6 +144,28 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+def _lock_error(folder: Path, fd: int) -> DiscodanceError:
+    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+    return DiscodanceError(f"{folder} is being written by another discodance process "
+                           f"(pid {holder}; lock {folder / LOCK_NAME}): wait for it, or use another --out")
+
+
+def _refuse_if_locked(folder: Path) -> None:
+    """Another process holds `folder`'s lock: say so (not "already exists", which would mislead)."""
+    path = folder / LOCK_NAME
+    if folder.resolve() in _HELD or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        if not _try_lock(fd):
+            raise _lock_error(folder, fd)
+    finally:
+        os.close(fd)  # closing also drops the probe's own lock, if it got one
+
+
 class FolderLock:
     """`with FolderLock(out):` -- this process alone writes `out`; another one is refused at once."""
 
@@ -152,14 +180,14 @@ class FolderLock:
             fd, depth = _HELD[key]
             _HELD[key] = (fd, depth + 1)
             return self
+        self.made_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(fd):
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            error = _lock_error(self.folder, fd)
             os.close(fd)
-            raise DiscodanceError(f"{self.folder} is being written by another discodance process "
-                                  f"(pid {holder}; lock {path}): wait for it, or use another --out")
+            raise error
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _HELD[key] = (fd, 1)
@@ -174,5 +202,12 @@ class FolderLock:
             _HELD[key] = (fd, depth - 1)
             return False
         del _HELD[key]
-        os.close(fd)  # releases the OS lock; the empty file may stay (it is ours, and harmless)
+        # The lock file goes with the lock (a stale one a killed process left too): a folder never keeps
+        # a trace of it, and one we created for nothing (a refused or failed command) goes too. (A process that opened the file just before
+        # the unlink can lock the orphan, but it then re-checks the folder and finds this run's output.)
+        if self.folder.is_dir():  # (a finished folder may have been renamed away)
+            (self.folder / LOCK_NAME).unlink(missing_ok=True)
+            if self.made_folder and not any(self.folder.iterdir()):
+                self.folder.rmdir()
+        os.close(fd)
         return False

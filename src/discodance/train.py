@@ -133,19 +133,26 @@ def make_optimizers(model, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]
 
 
 # ----------------------------------------------------------------------------- run folder
+def _only_data(out: Path, data: Path) -> bool:
+    """The demo trains on a dataset inside its own run folder: the one thing allowed in a new run's folder."""
+    inside = [p for p in out.iterdir() if p.name != LOCK_NAME] if out.is_dir() else []
+    return bool(inside) and all(p.resolve() == data.resolve() for p in inside)
+
+
 def _claim_run_dir(out: Path, data: Path, resume: bool, overwrite: bool) -> Replacement | None:
     """Check (and with overwrite, clear) the run folder; the caller holds its lock. Returns the
     Replacement holding the old run aside until the new one is complete, if there was one."""
     if resume:
         require((out / CHECKPOINT).is_file(), f"cannot resume: {out / CHECKPOINT} does not exist")
         return None
-    # the demo trains on a dataset inside its own run folder: that dataset is the one thing allowed there
-    inside = [p for p in out.iterdir() if p.name != LOCK_NAME] if out.is_dir() else []
-    if inside and all(p.resolve() == data.resolve() for p in inside) and not overwrite:
-        return None
-    if not check_target(out, "run", inputs=[data], overwrite=overwrite):
-        return None
-    return Replacement(out)
+    return Replacement(out) if _replaces_a_run(out, data, overwrite) else None
+
+
+def _replaces_a_run(out: Path, data: Path, overwrite: bool) -> bool:
+    """Whether `out` holds an old run to replace; refuses every unsafe target (folders.check_target)."""
+    if _only_data(out, data) and not overwrite:
+        return False
+    return check_target(out, "run", inputs=[data], overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -206,7 +213,9 @@ def train(data: str | Path, out: str | Path, model_name: str | None = None, mode
     dataset = load_dataset(data)
     ckpt, model_name, mcfg, cfg = _settings(dataset, out, model_name, model_overrides, cfg, resume)
     rank, world, device = init_distributed(cfg.device)
-    with FolderLock(out, enabled=rank == 0):
+    if rank == 0 and not resume:  # refuse a bad target before the lock file touches it ...
+        _replaces_a_run(out, data, overwrite)
+    with FolderLock(out, enabled=rank == 0):  # ... and decide for good once we hold the folder
         replacement = _claim_run_dir(out, data, resume, overwrite) if rank == 0 else None
         created = not resume
         try:

@@ -41,8 +41,9 @@ def human_bytes(n: float) -> str:
 def require_memory(nbytes: float, what: str, share: float = 0.8) -> None:
     """Refuse when `what` needs more than `share` of the memory available now."""
     free = available_memory()
+    nbytes = float(min(nbytes, 10 ** 30))  # a 400-digit --steps must not overflow the message
     require(nbytes <= share * free,
-            f"{what} needs about {human_bytes(nbytes)} of memory, but only {human_bytes(free)} is available")
+            f"{what}: about {human_bytes(nbytes)} of memory needed, but only {human_bytes(free)} is available")
 
 
 def count_parameters(name: str, config) -> int:

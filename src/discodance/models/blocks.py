@@ -26,18 +26,28 @@ import torch.nn.functional as F
 from ..errors import require
 
 
+# ----------------------------------------------------------------------------- noise
+def noise(draw, shape, generator: torch.Generator | None) -> torch.Tensor:
+    """float32 noise from `draw` (torch.rand or torch.randn) on the generator's device: CPU by
+    default, so a seed gives the same numbers on every device. The one place noise is drawn."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return draw(shape, generator=generator, device=device, dtype=torch.float32)
+
+
+def uniform_open(shape, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniforms kept inside (0, 1): log(0) would give inf and a NaN gradient."""
+    return noise(torch.rand, shape, generator).clamp(torch.finfo(torch.float32).tiny,
+                                                     1.0 - torch.finfo(torch.float32).eps)
+
+
+def on_device(x: torch.Tensor, device=None) -> torch.Tensor:
+    return x if device is None else x.to(device)
+
+
 # ----------------------------------------------------------------------------- Gumbel-Softmax
 def gumbel_noise(shape, generator: torch.Generator | None, device=None) -> torch.Tensor:
-    """Standard Gumbel noise g = -log(-log u), float32.
-
-    u is drawn on the generator's device (CPU by default, so a seed gives the same numbers on
-    every device) and clamped away from 0 and 1: log(0) would give inf and a NaN gradient.
-    """
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(shape, generator=generator, device=gen_device, dtype=torch.float32)
-    tiny = torch.finfo(torch.float32).tiny
-    u = u.clamp(tiny, 1.0 - torch.finfo(torch.float32).eps)
-    return (-torch.log(-torch.log(u))).to(device if device is not None else gen_device)
+    """Standard Gumbel noise g = -log(-log u), float32, moved to `device` (see noise())."""
+    return on_device(-torch.log(-torch.log(uniform_open(shape, generator))), device)
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = False,
@@ -156,11 +166,8 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def gaussian_noise(shape, generator: torch.Generator | None, device=None) -> torch.Tensor:
-    """Standard normal noise, float32, drawn on the generator's device (CPU by default, so a seed
-    gives the same numbers on every device) and then moved to `device`."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    eps = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
-    return eps.to(device if device is not None else gen_device)
+    """Standard normal noise, float32, moved to `device` (see noise())."""
+    return on_device(noise(torch.randn, shape, generator), device)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None,
@@ -243,8 +250,7 @@ def feedback_frames(probs: torch.Tensor, mode: str, generator: torch.Generator |
         return probs
     if mode == "binary":
         return (probs > 0.5).to(probs.dtype)
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(probs.shape, generator=generator, device=gen_device).to(probs.device)
+    u = noise(torch.rand, probs.shape, generator).to(probs.device)
     return (u < probs).to(probs.dtype)
 
 

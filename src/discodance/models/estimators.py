@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import gumbel_softmax, sample_one_hot
+from .blocks import gumbel_softmax, on_device, sample_one_hot, uniform_open
 
 ESTIMATORS = ("gumbel", "st-gumbel", "st", "score-function")
 RELAXED = ("gumbel", "st-gumbel")          # the estimators that use the temperature
@@ -37,10 +37,8 @@ RELAXED = ("gumbel", "st-gumbel")          # the estimators that use the tempera
 def logistic_noise(shape, generator: torch.Generator | None, device=None) -> torch.Tensor:
     """Standard logistic noise L = log u - log(1 - u), float32, drawn on the generator's device
     (CPU by default: a seed gives the same numbers everywhere); u is kept inside (0, 1)."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(shape, generator=generator, device=gen_device, dtype=torch.float32)
-    u = u.clamp(torch.finfo(torch.float32).tiny, 1.0 - torch.finfo(torch.float32).eps)
-    return (torch.log(u) - torch.log1p(-u)).to(device if device is not None else gen_device)
+    u = uniform_open(shape, generator)
+    return on_device(torch.log(u) - torch.log1p(-u), device)
 
 
 def binary_concrete(log_odds: torch.Tensor, tau: float, hard: bool = False,

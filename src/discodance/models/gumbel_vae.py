@@ -39,15 +39,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import require
 from .base import DanceModel, check_conv_settings
-from .blocks import ConvDecoder, ConvEncoder, kl_categorical, sample_one_hot, temperature_at
+from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood,
+                     kl_categorical, sample_one_hot, temperature_at)
 from .estimators import ESTIMATORS, NVILBaseline, bernoulli_logits, log_probs, sample_code, scale_gradient
 from .mlp import MLPDecoder, MLPEncoder
 
-FEEDBACK = ("binary", "sample", "probs")
 
 
 @dataclass
@@ -151,7 +150,7 @@ class GumbelVAE(DanceModel):
 
     def log_likelihood(self, x_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """log p(x | z) per frame (B,), in float32 nats."""
-        return -F.binary_cross_entropy_with_logits(x_logits.float(), target.float(), reduction="none").sum((-2, -1))
+        return frame_log_likelihood(x_logits, target)
 
     # --------------------------------------------------------------------------- training
     def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
@@ -204,7 +203,7 @@ class GumbelVAE(DanceModel):
             log_w.append(ll + log_pz - log_qz)
             rec.append(-ll)
             pred = (x_logits > 0).view(-1, s, *target.shape[-2:])
-            iou.append(_iou(pred, target[:, None] > 0.5))
+            iou.append(frame_iou(pred, target[:, None] > 0.5))
         log_w, rec, iou = torch.cat(log_w, 1), torch.cat(rec, 1), torch.cat(iou, 1)
         iwae = -(torch.logsumexp(log_w, 1) - math.log(samples))
         return {"nelbo": rec.mean(1) + kl, "iwae": iwae, "rec": rec.mean(1), "kl": kl, "iou": iou.mean(1)}
@@ -220,15 +219,14 @@ class GumbelVAE(DanceModel):
         binarized frame ("binary"), a Bernoulli sample of the pixels ("sample") or the raw
         probabilities ("probs").
         """
-        require(feedback in FEEDBACK, f"feedback must be one of {', '.join(FEEDBACK)}, got {feedback!r}")
-        require(temperature >= 0, f"temperature must be >= 0, got {temperature}")
+        check_rollout_options(temperature, feedback)
         frames = list(seed.unbind(1))
         out = [frames[-1]]
         for _ in range(steps):
             context = torch.stack(frames[-self.config.context:], 1)
             z = sample_one_hot(self.encode(context), generator, temperature).to(seed.dtype)
             probs = torch.sigmoid(self.decode(z).float())
-            nxt = _feedback(probs, feedback, generator).to(seed.dtype)
+            nxt = feedback_frames(probs, feedback, generator).to(seed.dtype)
             frames.append(nxt)
             out.append(nxt)
         return torch.stack(out, 1)
@@ -240,20 +238,3 @@ class GumbelVAE(DanceModel):
         logits = self.prior_logits.detach().expand(num, -1, -1)
         z = sample_one_hot(logits, generator, temperature).to(self.prior_logits.device)
         return torch.sigmoid(self.decode(z).float())
-
-
-def _feedback(probs: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
-    if mode == "probs":
-        return probs
-    if mode == "binary":
-        return (probs > 0.5).float()
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(probs.shape, generator=generator, device=gen_device).to(probs.device)
-    return (u < probs).float()
-
-
-def _iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Intersection over union per frame of boolean masks (..., H, W); two empty masks give 1."""
-    inter = (pred & truth).sum((-2, -1)).float()
-    union = (pred | truth).sum((-2, -1)).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))

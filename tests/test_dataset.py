@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from discodance.data.dataset import DatasetWriter, WindowDataset, load_dataset, split_clip, write_dataset
+from discodance.data.dataset import DatasetWriter, load_dataset, split_clip, write_dataset
 from discodance.errors import DiscodanceError
 
 
@@ -38,8 +38,10 @@ def test_windows_never_cross_clip_or_split_boundaries(tmp_path):
     # train blocks of the two clips are [0, 16) and [20, 36): 3-frame windows may not start at 14..19
     assert set(d.window_starts("train", 3)) == set(range(0, 14)) | set(range(20, 34))
     assert sum(e - b for b, e in blocks) == 40
-    w = WindowDataset(d, "train", 3)
-    assert w[0].shape == (3, 6, 5) and len(w) == 28
+    starts = d.window_starts("train", 3)
+    w = d.windows(starts[[0, 27]], 3)
+    assert w.shape == (2, 3, 6, 5) and w.dtype == np.uint8 and len(starts) == 28
+    assert np.array_equal(w[1], d.frames[starts[27]:starts[27] + 3])
 
 
 def test_streaming_writer_accepts_chunks_and_is_atomic(tmp_path):

@@ -15,7 +15,7 @@ from . import __version__
 from .config import TrainConfig, from_dict, parse_overrides
 from .errors import DiscodanceError, require
 from .folders import check_target
-from .models import REGISTRY
+from .model_names import MODELS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on a dataset")
     t.add_argument("--data", required=True, help="dataset folder")
-    t.add_argument("--model", default=None, choices=sorted(REGISTRY), help="default: gumbel-vae")
+    t.add_argument("--model", default=None, choices=sorted(MODELS), help="default: gumbel-vae")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--steps", type=_positive_int, default=None,
                    help="optimizer steps (default 2000, or unlimited when only --minutes is given)")
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="train several models on one budget and seeds, evaluate them, write an HTML report")
     c.add_argument("--data", required=True, help="dataset folder")
-    c.add_argument("--models", required=True, help=f"comma-separated, from: {', '.join(sorted(REGISTRY))}")
+    c.add_argument("--models", required=True, help=f"comma-separated, from: {', '.join(sorted(MODELS))}")
     c.add_argument("--minutes", type=_positive_float, required=True, help="training budget per run (code-prior: both stages)")
     c.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..S-1 per model (default 1)")
     c.add_argument("--out", required=True, help="report folder to create")

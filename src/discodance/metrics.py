@@ -26,8 +26,7 @@ def evaluation_windows(dataset: Dataset, split: str, length: int, max_windows: i
 
 def load_windows(dataset: Dataset, starts, length: int, device) -> torch.Tensor:
     """(B, length, H, W) float frames in [0, 1] on `device`."""
-    arr = np.stack([dataset.frames[s:s + length] for s in starts])
-    return torch.from_numpy(arr).to(device).float().div_(255.0)
+    return torch.from_numpy(dataset.windows(starts, length)).to(device).float().div_(255.0)
 
 
 EVAL_FRAMES = 512  # frames decoded per evaluation call, at most (about)

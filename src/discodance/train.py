@@ -31,11 +31,11 @@ from . import __version__
 from .checkpoint import (CHECKPOINT, LOG, MetricsLog, load_checkpoint, model_from_checkpoint,  # noqa: F401
                          save_checkpoint, truncate_log)
 from .config import TrainConfig, from_dict, to_dict, write_json_atomic
-from .data.dataset import WindowDataset, load_dataset
+from .data.dataset import load_dataset
 from .errors import DiscodanceError, require
 from .folders import LOCK_NAME, FolderLock, Replacement, check_target
 from .limits import check_model_size
-from .metrics import evaluate_model
+from .metrics import evaluate_model, load_windows
 from .models import build_model, model_config
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
@@ -295,15 +295,17 @@ def _restore(run: Run, ckpt: dict) -> None:
 
 def _run_loop(run: Run, stop_at: int | None, progress: bool, model_name: str) -> None:
     cfg = run.cfg
-    windows = WindowDataset(run.dataset, "train", run.model.window)
+    window = run.model.window
+    starts = run.dataset.window_starts("train", window)
+    require(len(starts) > 0, f"split 'train' of {run.dataset.path} has no run of {window} consecutive frames")
     local = rank_slice(cfg.batch_size, run.rank, run.world)
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank != 0,
                desc=f"train {model_name}", unit="step", dynamic_ncols=True, file=sys.stderr)
     t_start = time.perf_counter() - run.elapsed
     t_log = time.perf_counter()
     while not run.stopping():
-        idx = global_batch_indices(run.step, cfg.batch_size, len(windows), cfg.seed)[local]
-        batch = torch.stack([windows[i] for i in idx]).to(run.device, non_blocking=True).float().div_(255.0)
+        idx = global_batch_indices(run.step, cfg.batch_size, len(starts), cfg.seed)[local]
+        batch = load_windows(run.dataset, starts[idx], window, run.device)
         lr = _run_step(run, batch)
         run.elapsed = time.perf_counter() - t_start
         bar.update(1)

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import torch
 
 from ..errors import DiscodanceError, require
 from ..folders import check_target, swap_in
@@ -353,6 +352,10 @@ class Dataset:
         starts = [np.arange(b, e - length + 1, stride) for b, e in self.blocks(split) if e - b >= length]
         return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
 
+    def windows(self, starts, length: int) -> np.ndarray:
+        """(B, length, H, W) uint8: the windows of `length` frames beginning at `starts`."""
+        return np.stack([np.asarray(self.frames[int(s):int(s) + length]) for s in starts])
+
     def describe(self) -> dict:
         m = self.meta
         info = {"kind": "dataset", "path": str(self.path), "frames": int(m["num_frames"]),
@@ -454,20 +457,3 @@ def _check_disjoint(blocks: list[tuple[int, int, str]], meta_path: Path) -> None
     blocks = sorted(b for b in blocks if b[1] > b[0])
     for (b0, e0, s0), (b1, e1, s1) in zip(blocks, blocks[1:]):
         require(b1 >= e0, f"{meta_path}: split blocks overlap: {s0} [{b0}, {e0}) and {s1} [{b1}, {e1})")
-
-
-class WindowDataset(torch.utils.data.Dataset):
-    """Windows of `length` consecutive frames from one split, as uint8 tensors (length, H, W)."""
-
-    def __init__(self, dataset: Dataset, split: str, length: int, stride: int = 1):
-        self.dataset, self.split, self.length = dataset, split, length
-        self.starts = dataset.window_starts(split, length, stride)
-        require(len(self.starts) > 0,
-                f"split {split!r} of {dataset.path} has no run of {length} consecutive frames")
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        s = int(self.starts[i])
-        return torch.from_numpy(np.array(self.dataset.frames[s:s + self.length]))

@@ -301,7 +301,7 @@ def _check_inputs(paths, size, fps) -> list[Path]:
                 f"{p}: unknown extension {p.suffix!r} (expected one of {', '.join(known)})")
     require(len(size) == 2 and all(int(s) == s and s >= 8 for s in size),
             f"frame size must be two integers >= 8, got {size}")
-    from .dataset import check_frame_size  # lazily: dataset.py imports torch
+    from .dataset import check_frame_size
     check_frame_size(int(size[0]), int(size[1]))
     require(np.isfinite(fps) and fps > 0, f"fps must be positive, got {fps}")
     return paths

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..errors import DiscodanceError, require
-from .silhouette import Method
+from .method import Method
 
 INSTALL_HINT = "pip install 'discodance[segment]' (mediapipe==0.10.14; Python 3.10-3.12)"
 

@@ -30,6 +30,8 @@ from tqdm import tqdm
 from ..errors import DiscodanceError, require
 from .crop import MaskSpill, smooth_boxes
 from .dataset import DatasetWriter, check_budget, check_frame_size
+from .method import Method
+from .segment import Segment
 from .video import Clip, ImageClip, VideoClip, open_source
 
 METHODS = ("threshold", "background", "segment")
@@ -74,32 +76,6 @@ def keep_dancer(mask: np.ndarray, open_first: bool = True) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return labels == int(sizes.argmax())
-
-
-class Method:
-    """A silhouette method: fit once per clip on a sample, then one mask per frame.
-
-    __call__(frame) returns (mask, keypoints): mask a (H, W) bool array at the frame's
-    resolution, keypoints (J, 2) source pixels (NaN where unseen) or None if the method has none.
-    """
-    name = "method"
-    gray = False            # wants (H, W) luma frames instead of (H, W, 3) RGB
-    clean = True            # run keep_dancer on its masks
-    joint_names: list[str] | None = None
-    joint_parents: list[int] | None = None
-
-    def fit(self, clip: Clip) -> None:
-        """Look at a sample of the clip before the per-frame pass (default: nothing to learn)."""
-
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        raise NotImplementedError
-
-    def options(self) -> dict:
-        """What was used (the fitted threshold, ...), recorded in the dataset's meta.json."""
-        return {}
-
-    def close(self) -> None:
-        """Release resources (a network's interpreter)."""
 
 
 class Threshold(Method):
@@ -169,7 +145,6 @@ def make_method(name: str, *, invert: bool = False, **options) -> Method:
     if name == "background":
         return Background(**options)
     if name == "segment":
-        from .segment import Segment
         return Segment(**options)
     if name == "masks":
         return Masks()

@@ -2,26 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 
 from ..config import from_dict
 from ..errors import require
 from .base import DanceModel
-from .code_prior import CodePrior
-from .gan import GAN
-from .gumbel_vae import GumbelVAE
-from .lstm_ae import LSTMAE
-from .vae_lstm_mdn import VAELSTMMDN
-from .vrnn import VRNN
+from ..model_names import MODELS
 
 REGISTRY: dict[str, type[DanceModel]] = {
-    "gumbel-vae": GumbelVAE,        # the report's discrete-latent VAE and its re-encoding chain
-    "code-prior": CodePrior,        # a learned transition prior over a trained gumbel-vae's codes
-    "vae-lstm-mdn": VAELSTMMDN,     # DanceNet: Gaussian VAE + LSTM + mixture density head
-    "gan": GAN,                     # conditional next-frame GAN (spectral norm, hinge loss)
-    "vrnn": VRNN,                   # Chung et al. 2015
-    "lstm-ae": LSTMAE,              # Srivastava et al. 2015, composite model
-}
+    name: getattr(importlib.import_module(f".{module}", __name__), cls) for name, (module, cls) in MODELS.items()}
 
 
 # Whole-number settings that may be 0; every other one counts something and must be >= 1.

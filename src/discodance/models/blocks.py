@@ -266,6 +266,23 @@ def frame_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+# ----------------------------------------------------------------------------- importance sampling
+def importance_chunks(samples: int, chunk: int, draw) -> dict[str, torch.Tensor]:
+    """Call draw(s) for chunks of at most `chunk` importance samples (bounding the memory of one
+    call) and join its {name: (B, s)} results along the sample axis: {name: (B, samples)}."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for s0 in range(0, samples, chunk):
+        for name, value in draw(min(chunk, samples - s0)).items():
+            parts.setdefault(name, []).append(value)
+    return {name: torch.cat(values, 1) for name, values in parts.items()}
+
+
+def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """Negative importance-weighted bound (Burda et al. 2016, eq. 8) from log weights (B, S):
+    -log (1/S) sum_s w_s, computed stably."""
+    return -(torch.logsumexp(log_w, 1) - math.log(log_w.shape[1]))
+
+
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
     """in -> hidden (SiLU) x (layers - 1) -> out."""
     dims = [in_dim] + [hidden] * (layers - 1)

@@ -34,7 +34,6 @@ where the signal carries both) by max(1, running std); forward() then returns tw
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +42,7 @@ import torch.nn as nn
 from ..errors import require
 from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood,
-                     kl_categorical, sample_one_hot, temperature_at)
+                     importance_chunks, iwae_bound, kl_categorical, sample_one_hot, temperature_at)
 from .estimators import ESTIMATORS, NVILBaseline, bernoulli_logits, log_probs, sample_code, scale_gradient
 from .mlp import MLPDecoder, MLPEncoder
 
@@ -192,21 +191,19 @@ class GumbelVAE(DanceModel):
         logits = self.encode(x).float()                                          # (B, N, K)
         log_q, log_p = logits.log_softmax(-1), self.prior_logits.float().log_softmax(-1)
         kl = kl_categorical(logits, self.prior_logits).sum(-1)                   # (B,)
-        log_w, rec, iou = [], [], []
-        for s0 in range(0, samples, chunk):
-            s = min(chunk, samples - s0)
+
+        def draw(s: int) -> dict[str, torch.Tensor]:                            # each (B, s)
             z = sample_one_hot(logits.repeat_interleave(s, 0), generator)        # (B*s, N, K)
             x_logits = self.decode(z.to(batch.dtype))
             ll = self.log_likelihood(x_logits, target.repeat_interleave(s, 0)).view(-1, s)
             log_pz = (z * log_p).sum((-2, -1)).view(-1, s)
             log_qz = (z * log_q.repeat_interleave(s, 0)).sum((-2, -1)).view(-1, s)
-            log_w.append(ll + log_pz - log_qz)
-            rec.append(-ll)
             pred = (x_logits > 0).view(-1, s, *target.shape[-2:])
-            iou.append(frame_iou(pred, target[:, None] > 0.5))
-        log_w, rec, iou = torch.cat(log_w, 1), torch.cat(rec, 1), torch.cat(iou, 1)
-        iwae = -(torch.logsumexp(log_w, 1) - math.log(samples))
-        return {"nelbo": rec.mean(1) + kl, "iwae": iwae, "rec": rec.mean(1), "kl": kl, "iou": iou.mean(1)}
+            return {"log_w": ll + log_pz - log_qz, "rec": -ll, "iou": frame_iou(pred, target[:, None] > 0.5)}
+
+        d = importance_chunks(samples, chunk, draw)
+        return {"nelbo": d["rec"].mean(1) + kl, "iwae": iwae_bound(d["log_w"]), "rec": d["rec"].mean(1), "kl": kl,
+                "iou": d["iou"].mean(1)}
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()

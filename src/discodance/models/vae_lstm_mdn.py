@@ -34,7 +34,6 @@ DanceNet's bugs, and what this implementation does instead:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +42,8 @@ import torch.nn as nn
 from ..errors import require
 from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, MDNHead, check_rollout_options, feedback_frames, frame_iou,
-                     frame_log_likelihood, gaussian_log_prob, kl_gaussian, mdn_log_prob, mdn_sample,
-                     reparameterize)
+                     frame_log_likelihood, gaussian_log_prob, importance_chunks, iwae_bound, kl_gaussian,
+                     mdn_log_prob, mdn_sample, reparameterize)
 
 
 @dataclass
@@ -142,26 +141,24 @@ class VAELSTMMDN(DanceModel):
         the last frame predicted by the MDN from the earlier ones."""
         B, T = batch.shape[:2]
         mu, logvar = self.encode(batch)                                          # (B, T, D)
-        log_w, rec, cross, iou = [], [], [], []
-        for s0 in range(0, samples, chunk):
-            s = min(chunk, samples - s0)
+
+        def draw(s: int) -> dict[str, torch.Tensor]:                            # each (B, s)
             m, lv, x = (t.repeat_interleave(s, 0) for t in (mu, logvar, batch))  # (B*s, T, ...)
             z = reparameterize(m, lv, generator)                                 # (B*s, T, D)
             ll = frame_log_likelihood(self.decode(z), x)                         # (B*s, T)
             params, _ = self.dynamics(z)
             log_p = mdn_log_prob(*params, z)                                     # (B*s, T)
             log_q = gaussian_log_prob(z, m, lv)
-            log_w.append((ll + log_p - log_q).sum(1).view(B, s))
-            rec.append(-ll.sum(1).view(B, s))
-            cross.append((log_q - log_p).sum(1).view(B, s))
             z_last = mdn_sample(*(p[:, -1] for p in params), generator)          # (B*s, D) from z_<T
             pred = self.decode(z_last) > 0
-            iou.append(frame_iou(pred, x[:, -1] > 0.5).view(B, s))
-        log_w, rec, cross, iou = (torch.cat(v, 1) for v in (log_w, rec, cross, iou))
-        iwae = -(torch.logsumexp(log_w, 1) - math.log(samples)) / T
-        static = rec.mean(1) / T + kl_gaussian(mu, logvar).mean(1)
-        return {"nelbo": -log_w.mean(1) / T, "iwae": iwae, "rec": rec.mean(1) / T,
-                "kl": cross.mean(1) / T, "nelbo_static": static, "iou": iou.mean(1)}
+            return {"log_w": (ll + log_p - log_q).sum(1).view(B, s), "rec": -ll.sum(1).view(B, s),
+                    "cross": (log_q - log_p).sum(1).view(B, s), "iou": frame_iou(pred, x[:, -1] > 0.5).view(B, s)}
+
+        d = importance_chunks(samples, chunk, draw)
+        rec = d["rec"].mean(1) / T
+        return {"nelbo": -d["log_w"].mean(1) / T, "iwae": iwae_bound(d["log_w"]) / T, "rec": rec,
+                "kl": d["cross"].mean(1) / T, "nelbo_static": rec + kl_gaussian(mu, logvar).mean(1),
+                "iou": d["iou"].mean(1)}
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()

@@ -28,7 +28,8 @@ import torch.nn as nn
 from ..errors import require
 from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
-                     frame_log_likelihood, gaussian_log_prob, kl_gaussian, mlp, reparameterize)
+                     frame_log_likelihood, gaussian_log_prob, importance_chunks, iwae_bound, kl_gaussian, mlp,
+                     reparameterize)
 
 
 @dataclass
@@ -121,24 +122,21 @@ class VRNN(DanceModel):
         predicted from the prior given the earlier frames."""
         B, T = batch.shape[:2]
         fx = self.features(batch)                                                # (B, T, F)
-        log_w, nelbo, kls, iou = [], [], [], []
-        for s0 in range(0, samples, chunk):
-            s = min(chunk, samples - s0)
+
+        def draw(s: int) -> dict[str, torch.Tensor]:                            # each (B, s)
             x, fxs = batch.repeat_interleave(s, 0), fx.repeat_interleave(s, 0)
             f, _ = self.filter(fxs, generator)
             ll = frame_log_likelihood(self.decode(f["fz"], f["h"]), x)           # (B*s, T)
             kl = kl_gaussian(f["mu_q"], f["logvar_q"], f["mu_p"], f["logvar_p"])
             log_pq = gaussian_log_prob(f["z"], f["mu_p"], f["logvar_p"]) - gaussian_log_prob(f["z"], f["mu_q"], f["logvar_q"])
-            log_w.append((ll + log_pq).sum(1).view(B, s))
-            nelbo.append((kl - ll).sum(1).view(B, s))
-            kls.append(kl.sum(1).view(B, s))
             z = reparameterize(f["mu_p"][:, -1], f["logvar_p"][:, -1], generator)   # prior at the last step
             pred = self.decode(self.phi_z(z), f["h"][:, -1]) > 0
-            iou.append(frame_iou(pred, x[:, -1] > 0.5).view(B, s))
-        log_w, nelbo, kls, iou = (torch.cat(v, 1) for v in (log_w, nelbo, kls, iou))
-        iwae = -(torch.logsumexp(log_w, 1) - math.log(samples)) / T
-        return {"nelbo": nelbo.mean(1) / T, "iwae": iwae, "rec": (nelbo - kls).mean(1) / T,
-                "kl": kls.mean(1) / T, "iou": iou.mean(1)}
+            return {"log_w": (ll + log_pq).sum(1).view(B, s), "nelbo": (kl - ll).sum(1).view(B, s),
+                    "kl": kl.sum(1).view(B, s), "iou": frame_iou(pred, x[:, -1] > 0.5).view(B, s)}
+
+        d = importance_chunks(samples, chunk, draw)
+        return {"nelbo": d["nelbo"].mean(1) / T, "iwae": iwae_bound(d["log_w"]) / T,
+                "rec": (d["nelbo"] - d["kl"]).mean(1) / T, "kl": d["kl"].mean(1) / T, "iou": d["iou"].mean(1)}
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()

@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from discodance.data.dataset import load_dataset
 from discodance.generate import generate, seed_starts, tile, to_uint8, write_gif
-from discodance.train import load_checkpoint, model_from_checkpoint
+from discodance.checkpoint import load_checkpoint
+from discodance.models import load_model as model_from_checkpoint
 
 
 def labelled(rows: list[tuple[str, np.ndarray]], label_w: int = 96) -> np.ndarray:

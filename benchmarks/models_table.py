@@ -62,7 +62,7 @@ def phase_train(args) -> dict:
 def summarize_run(run: Path, tolerance: float) -> dict:
     """Throughput, time to final quality and final validation numbers from a run's metrics.jsonl."""
     import statistics
-    from discodance.train import load_checkpoint
+    from discodance.checkpoint import load_checkpoint
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     ckpt = load_checkpoint(run)
     window = json.loads((run / "config.json").read_text())
@@ -96,7 +96,8 @@ def phase_rollout(args, batch: int) -> dict:
     from discodance.data.dataset import load_dataset
     from discodance.generate import seed_starts
     from discodance.metrics import load_windows
-    from discodance.train import load_checkpoint, model_from_checkpoint
+    from discodance.checkpoint import load_checkpoint
+    from discodance.models import load_model as model_from_checkpoint
     ckpt = load_checkpoint(Path(args.out) / args.model)
     model = model_from_checkpoint(ckpt)
     dataset = load_dataset(args.data)

@@ -55,7 +55,7 @@ def test_end_to_end(tiny_run, tmp_path, capsys):
 
 def test_resume_continues_with_the_runs_own_settings(tiny_run, tmp_path, capsys):
     import shutil
-    from discodance.train import load_checkpoint
+    from discodance.checkpoint import load_checkpoint
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "run", run)
     code, _, err = cli(capsys, "train", "--data", tiny_run / "data", "--out", run, "--resume", "--steps", "9",

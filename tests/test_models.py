@@ -149,7 +149,8 @@ def base_run(tiny_data, tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_trains_twenty_steps_through_the_loop_and_generates(name, tiny_data, base_run, tmp_path):
     from discodance.generate import generate_from_run
-    from discodance.train import load_checkpoint, train
+    from discodance.checkpoint import load_checkpoint
+    from discodance.train import train
     overrides = dict(TINY[name])
     if name == "code-prior":  # a private copy of the base run, deleted after training: the run must stand alone
         overrides["base_run"] = str(shutil.copytree(base_run, tmp_path / "base"))

@@ -11,7 +11,9 @@ import torch
 
 from discodance.config import TrainConfig
 from discodance.errors import DiscodanceError
-from discodance.train import global_batch_indices, load_checkpoint, model_from_checkpoint, rank_slice, train
+from discodance.checkpoint import load_checkpoint
+from discodance.models import load_model as model_from_checkpoint
+from discodance.train import global_batch_indices, rank_slice, train
 
 from conftest import TINY_MODEL
 

@@ -50,19 +50,6 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict, device="cpu"):
-    from .models import build_model, model_config  # the registry imports the models, which may read runs
-    cfg = ckpt["config"]
-    try:
-        config = model_config(cfg["model"], cfg["model_config"].get("frame_size", (0, 0)), cfg["model_config"])
-        model = build_model(cfg["model"], config)
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, TypeError, ValueError):
-        raise DiscodanceError(f"the checkpoint's weights do not fit its {cfg['model']} settings "
-                              "(edited config or a different discodance version?)") from None
-    return model.to(device).eval()
-
-
 # ----------------------------------------------------------------------------- metrics log
 def _finite(record: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}

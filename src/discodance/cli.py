@@ -125,7 +125,7 @@ def cmd_train(args) -> None:
 
 def cmd_generate(args) -> None:
     from .generate import generate_from_run
-    from .train import resolve_device
+    from .runs import resolve_device
     result = generate_from_run(args.run, args.out, args.num, args.steps, args.temperature, args.seed,
                                args.feedback, args.mode, args.data, args.split, args.overwrite,
                                resolve_device(args.device))
@@ -133,15 +133,10 @@ def cmd_generate(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .data.dataset import load_dataset
     from .metrics import evaluate_model
-    from .train import load_checkpoint, model_from_checkpoint, resolve_device
+    from .runs import open_run, resolve_device
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.run)
-    model = model_from_checkpoint(ckpt, device)
-    dataset = load_dataset(args.data or ckpt["config"]["data"])
-    require(dataset.frame_size == model.frame_size,
-            f"the model was trained on {list(model.frame_size)} frames but {dataset.path} has {list(dataset.frame_size)}")
+    model, ckpt, dataset = open_run(args.run, args.data, device)
     if args.full:
         from .quality import FullEvalConfig, evaluate_full
         require(args.split == "test", "--full evaluates on the test split only")
@@ -191,7 +186,7 @@ def cmd_info(args) -> None:
     else:
         require(path.is_file() or (path / "checkpoint.pt").exists(),
                 f"{path} is neither a dataset (no meta.json) nor a run (no checkpoint.pt)")
-        from .train import load_checkpoint
+        from .checkpoint import load_checkpoint
         ckpt = load_checkpoint(path)
         c = ckpt["config"]
         info = {"kind": "run", "path": str(path), "model": c["model"], "step": ckpt["step"],

@@ -135,12 +135,11 @@ def train_model(cfg: CompareConfig, model: str, seed: int, runs: Path, logs: Pat
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_run(cfg: CompareConfig, run: Path, info: dict, dataset, device, log) -> dict:
     from .quality import evaluate_full
-    from .train import load_checkpoint, model_from_checkpoint
+    from .runs import open_run
     cached = run / "evaluation.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    ckpt = load_checkpoint(run)
-    model = model_from_checkpoint(ckpt, device)
+    model, ckpt, _ = open_run(run, dataset.path, device)
     result = evaluate_full(model, ckpt, dataset, cfg.evaluation, device, run_dir=run, log=log)
     if info.get("peak_rss_mb") is not None:
         result["cost"]["train_peak_rss_mb"] = info["peak_rss_mb"]
@@ -152,12 +151,12 @@ def evaluate_run(cfg: CompareConfig, run: Path, info: dict, dataset, device, log
 def rollout_media(cfg: CompareConfig, runs: dict[str, Path], dataset, device, out: Path) -> dict:
     """GIF and strip of every model's seed-0 run from the same held-out seed frames, plus the real dance."""
     from .generate import generate, tile, to_uint8, write_gif, write_strip
-    from .train import load_checkpoint, model_from_checkpoint
+    from .runs import open_run
     (out / "gifs").mkdir(exist_ok=True)
     (out / "strips").mkdir(exist_ok=True)
     media, seeds = {"gifs": [], "strips": []}, None
     for model, run in runs.items():
-        net = model_from_checkpoint(load_checkpoint(run), device)
+        net, _, _ = open_run(run, dataset.path, device)
         frames, seed_index = generate(net, dataset, seed=0, device=device, temperature=cfg.evaluation.temperature,
                                       feedback=cfg.evaluation.feedback, **GIF_ROLLOUT)
         seeds = seed_index if seeds is None else seeds
@@ -180,7 +179,7 @@ def rollout_media(cfg: CompareConfig, runs: dict[str, Path], dataset, device, ou
 def run_compare(cfg: CompareConfig, log=None) -> dict:
     """Train, evaluate and report; returns the summary (also written as results.json)."""
     from .evalnet import load_or_train
-    from .train import resolve_device
+    from .runs import resolve_device
     cfg.validate()
     log = log or (lambda msg: None)
     dataset = load_dataset(cfg.data)

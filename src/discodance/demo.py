@@ -55,17 +55,14 @@ def run_demo(out="runs/demo", minutes: float = 4.0, frames: int = 5000, seed: in
 def evaluate_and_render(out: Path, data: Path, ckpt_path: Path, seed: int = 0, device: str = "auto",
                         t0: float | None = None) -> dict:
     """Steps 3 and 4 of the demo: held-out metrics, rollouts and pictures, metrics.json."""
-    from .data.dataset import load_dataset
     from .generate import generate, tile, to_uint8, write_gif, write_outputs
     from .metrics import evaluate_model
-    from .train import load_checkpoint, model_from_checkpoint, resolve_device
+    from .runs import open_run, resolve_device
 
     t0 = time.perf_counter() if t0 is None else t0
     _say("[3/4] evaluating on the held-out test block")
     dev = resolve_device(device)
-    ckpt = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(ckpt, dev)
-    dataset = load_dataset(data)
+    model, ckpt, dataset = open_run(ckpt_path, data, dev)
     metrics = evaluate_model(model, dataset, "test", samples=100, batch_size=64, seed=seed, device=dev)
     metrics.update({"train_steps": ckpt["step"], "train_seconds": round(ckpt["elapsed"], 1)})
 

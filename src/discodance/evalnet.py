@@ -79,7 +79,8 @@ def probe_targets(dataset: Dataset) -> tuple[np.ndarray, list[int]] | None:
 
 
 def _frame_mocap(dataset: Dataset, poses: np.ndarray) -> np.ndarray:
-    from .data.render import _smooth, project
+    """3-D joints -> the pixels where the renderer drew them, clip by clip (render.clip_framing)."""
+    from .data.render import clip_framing, project
     extra = dataset.meta.get("extra") or {}
     h, w = dataset.frame_size
     xy = project(poses, float(extra.get("yaw_degrees", 0.0)), y_down=poses.shape[-1] == 2)
@@ -87,12 +88,9 @@ def _frame_mocap(dataset: Dataset, poses: np.ndarray) -> np.ndarray:
     clip_info = extra.get("clips") or []
     for k, clip in enumerate(dataset.meta["clips"]):
         s, n = clip["start"], clip["length"]
-        u, v = xy[s:s + n, :, 0], xy[s:s + n, :, 1]
-        scale = float(clip_info[k]["pixels_per_unit"]) if k < len(clip_info) else \
-            0.85 * h / max(float(v.max() - v.min()), 1e-9)
-        centre = _smooth(u.mean(1), max(1, round(dataset.fps / 2)))
-        out[s:s + n, :, 0] = w / 2 + (u - centre[:, None]) * scale
-        out[s:s + n, :, 1] = h * (1 + 0.85) / 2 - (v - v.min()) * scale
+        info = clip_info[k] if k < len(clip_info) else {}
+        recorded = info.get("framing") or ({"scale": info["pixels_per_unit"]} if "pixels_per_unit" in info else None)
+        out[s:s + n] = clip_framing(recorded, xy[s:s + n], h, w, dataset.fps).apply(xy[s:s + n])
     return out
 
 

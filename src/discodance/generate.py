@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .data.dataset import Dataset, load_dataset
+from .data.dataset import Dataset
 from .errors import require
 from .folders import check_target
 from .limits import require_memory
@@ -170,16 +170,12 @@ def _output_bytes(num: int, steps: int, frame_size) -> int:
 def generate_from_run(run, out, num=8, steps=32, temperature=1.0, seed=0, feedback="binary",
                       mode="chain", data=None, split="test", overwrite=False, device="cpu") -> dict:
     """The `discodance generate` command: load a run, roll out, write GIF/MP4/strip and frames.npy."""
-    from .train import load_checkpoint, model_from_checkpoint
+    from .runs import open_run
 
     out = Path(out)
-    ckpt = load_checkpoint(run)
-    dataset = load_dataset(data or ckpt["config"]["data"])
+    model, _, dataset = open_run(run, data, device)
     check_target(out, "samples", inputs=[dataset.path], overwrite=overwrite)
     require_memory(_output_bytes(num, steps, dataset.frame_size), f"{num} rollouts of {steps} frames")
-    model = model_from_checkpoint(ckpt, device)
-    require(dataset.frame_size == model.frame_size,
-            f"the model was trained on {list(model.frame_size)} frames but {dataset.path} has {list(dataset.frame_size)}")
     frames, seed_index = generate(model, dataset, num, steps, seed, split, temperature, feedback, mode, device)
     out.mkdir(parents=True, exist_ok=True)
     files = write_outputs(out, frames, dataset.fps)

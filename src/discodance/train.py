@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,47 +27,20 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import (CHECKPOINT, LOG, MetricsLog, load_checkpoint, model_from_checkpoint,  # noqa: F401
-                         save_checkpoint, truncate_log)
+from .checkpoint import CHECKPOINT, LOG, MetricsLog, load_checkpoint, save_checkpoint, truncate_log
 from .config import TrainConfig, from_dict, to_dict, write_json_atomic
 from .data.dataset import load_dataset
-from .errors import DiscodanceError, require
+from .errors import require
 from .folders import LOCK_NAME, FolderLock, Replacement, check_target
 from .limits import check_model_size
 from .metrics import evaluate_model, load_windows
 from .models import build_model, model_config
+from .runs import init_distributed
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
 
 
 # ----------------------------------------------------------------------------- environment
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DiscodanceError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    require(device.type != "cuda" or torch.cuda.is_available(), f"device {name} requested but CUDA is not available")
-    return device
-
-
-def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device); joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    return rank, world, device
-
-
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory in MB (None where the OS does not say, e.g. Windows).
 

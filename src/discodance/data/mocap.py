@@ -323,7 +323,7 @@ def _drawing_bytes(size: tuple[int, int]) -> int:
 
 
 def _clip(motion: Motion, fps: float, yaw: float, size: tuple[int, int], center: str):
-    """One motion -> (layout key, poses (T, J, D), silhouette chunk generator, pixels per unit)."""
+    """One motion -> (layout key, poses (T, J, D), silhouette chunk generator, its Framing)."""
     from .render import default_body, plan_silhouettes, project, render_capsules
 
     positions = resample(motion.positions, motion.fps or fps, fps)            # (T, J, D)
@@ -334,7 +334,7 @@ def _clip(motion: Motion, fps: float, yaw: float, size: tuple[int, int], center:
     chunks = (render_capsules(seg[s:s + step], radii, *size) for s in range(0, len(seg), step))
     kept = tuple(n for n, e in zip(motion.names, motion.end_site) if not e)
     layout = (kept, tuple(motion.joint_parents()), positions.shape[-1], *_pose_description(motion))
-    return layout, positions[:, ~motion.end_site], chunks, framing.scale
+    return layout, positions[:, ~motion.end_site], chunks, framing
 
 
 def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
@@ -363,13 +363,14 @@ def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
     first, clips, used = None, [], set()
     with DatasetWriter(out, *size, overwrite=overwrite) as writer:
         for path, motion in zip(paths, motions):
-            layout, poses, chunks, px = _clip(motion, fps, yaw, size, center)
+            layout, poses, chunks, framing = _clip(motion, fps, yaw, size, center)
             require(first is None or layout == first, f"{path}: its skeleton ({len(layout[0])} joints, "
                     f"{layout[2]}-D) differs from {paths[0].name}'s; one dataset needs one skeleton")
             first, name = layout, _unique(path.stem, used)
             n = writer.add_clip(name, chunks, [poses])
             clips.append({"name": name, "file": path.name, "source_fps": motion.fps or fps,
-                          "frames": n, "pixels_per_unit": round(px, 4), "repaired": motion.repaired})
+                          "frames": n, "pixels_per_unit": round(framing.scale, 4), "repaired": motion.repaired,
+                          "framing": framing.to_meta()})
         names, parents, _, units, axes = first
         extra = {"kind": "mocap", "view": str(view), "yaw_degrees": yaw, "center": center, "clips": clips}
         return writer.finish(fps=fps, source="mocap: " + ", ".join(p.name for p in paths),

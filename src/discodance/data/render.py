@@ -191,6 +191,9 @@ def _draw_capsule(out: np.ndarray, seg: np.ndarray, r: float, max_elements: int)
 
 
 # ----------------------------------------------------------------------------- framing
+FILL = 0.85  # the share of the frame height a clip's full vertical extent fills
+
+
 @dataclass
 class Framing:
     """World (y up) -> pixels (y down): x = width/2 + (u - centre[t]) * scale,
@@ -208,6 +211,16 @@ class Framing:
         y = self.floor_row - (xy[..., 1] - self.floor) * self.scale
         return np.stack([x, y], axis=-1)
 
+    def to_meta(self) -> dict:
+        """JSON for meta.json, so that whoever reads the dataset (the pose probe) uses this framing."""
+        return {"scale": self.scale, "floor": self.floor, "floor_row": self.floor_row, "width": self.width,
+                "centre": [round(float(c), 6) for c in self.centre]}
+
+    @classmethod
+    def from_meta(cls, d: dict) -> "Framing":
+        return cls(float(d["scale"]), np.asarray(d["centre"], np.float64), float(d["floor"]),
+                   float(d["floor_row"]), int(d["width"]))
+
 
 def _smooth(x: np.ndarray, frames: int) -> np.ndarray:
     """Moving average with edge padding: a camera pan without the jitter of swinging arms."""
@@ -219,7 +232,7 @@ def _smooth(x: np.ndarray, frames: int) -> np.ndarray:
 
 
 def frame_clip(seg_xy: np.ndarray, radii: np.ndarray, height: int, width: int, *,
-               fill: float = 0.85, center: str = "follow", smooth: int = 15) -> Framing:
+               fill: float = FILL, center: str = "follow", smooth: int = 15) -> Framing:
     """One framing for a whole clip from the capsules' extent over all frames.
 
     The silhouette's full vertical extent over the clip fills `fill` of the height (less if it
@@ -241,6 +254,19 @@ def frame_clip(seg_xy: np.ndarray, radii: np.ndarray, height: int, width: int, *
         half = np.nanmax(np.abs(u - centre[:, None, None]) + r)
     scale = fill * min(height / max(top - floor, 1e-9), width / max(2 * half, 1e-9))
     return Framing(float(scale), centre, float(floor), height * (1 + fill) / 2, width)
+
+
+def clip_framing(recorded: dict | None, joints_xy: np.ndarray, height: int, width: int, fps: float) -> Framing:
+    """The framing the renderer drew a clip with: the one `prepare` recorded in meta.json (exact),
+    or, for datasets written before it was recorded, one estimated from the projected joints
+    (T, J, 2): the same fill, floor row and smoothed follow-camera, but from joints rather than
+    capsules, so it can sit a pixel or two off the drawn body."""
+    if recorded and "centre" in recorded and len(recorded["centre"]) == len(joints_xy):
+        return Framing.from_meta(recorded)
+    u, v = joints_xy[..., 0], joints_xy[..., 1]
+    scale = float(recorded["scale"]) if recorded and "scale" in recorded else FILL * height / max(float(v.max() - v.min()), 1e-9)
+    centre = _smooth(u.mean(1), max(1, round(fps / 2)))
+    return Framing(scale, centre, float(v.min()), height * (1 + FILL) / 2, width)
 
 
 def body_height(points_xy: np.ndarray) -> float:

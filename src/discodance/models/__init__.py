@@ -6,7 +6,7 @@ import importlib
 import math
 
 from ..config import from_dict
-from ..errors import require
+from ..errors import DiscodanceError, require
 from .base import DanceModel
 from ..model_names import MODELS
 
@@ -53,3 +53,17 @@ def build_model(name: str, config) -> DanceModel:
     if isinstance(config, dict):
         config = from_dict(cls.config_class, config)
     return cls(config)
+
+
+def load_model(ckpt: dict, device="cpu") -> DanceModel:
+    """The model of a loaded checkpoint (checkpoint.load_checkpoint), its settings validated like
+    --set values, on `device`, in eval mode. The one place a trained model is rebuilt."""
+    cfg = ckpt["config"]
+    try:
+        config = model_config(cfg["model"], cfg["model_config"].get("frame_size", (0, 0)), cfg["model_config"])
+        model = build_model(cfg["model"], config)
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError):
+        raise DiscodanceError(f"the checkpoint's weights do not fit its {cfg['model']} settings "
+                              "(edited config or a different discodance version?)") from None
+    return model.to(device).eval()

@@ -1,4 +1,4 @@
-"""The house's shape: no import cycles between the package's modules, and the CLI's --help and
+"""The house's shape: no import cycles between the package's modules, short functions, and the CLI's --help and
 `info` on a dataset do not import torch."""
 import ast
 import subprocess
@@ -86,3 +86,14 @@ def test_help_and_dataset_info_do_not_import_torch(tmp_path):
     for argv in (["--help"], ["train", "--help"], ["info", str(data)]):
         done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True)
         assert done.returncode == 0 and "torch was imported" not in done.stderr, (argv, done.stderr)
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Short functions that read top to bottom; the argparse builder is the one list allowed to be long."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "build_parser":
+                if node.end_lineno - node.lineno + 1 > 60:
+                    long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

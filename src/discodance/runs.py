@@ -1,0 +1,52 @@
+"""Opening runs: the device to use, the distributed process group, and a trained run's model,
+checkpoint and dataset in one call (every command that reads a run goes through open_run)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import load_checkpoint
+from .data.dataset import load_dataset
+from .errors import DiscodanceError, require
+from .models import load_model
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DiscodanceError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    require(device.type != "cuda" or torch.cuda.is_available(), f"device {name} requested but CUDA is not available")
+    return device
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def open_run(run: str | Path, data: str | Path | None = None, device: torch.device | str = "cpu"):
+    """(model on `device` in eval mode, checkpoint, dataset) of a run folder or checkpoint file;
+    `data` defaults to the dataset the run trained on and must have the run's frame size."""
+    ckpt = load_checkpoint(run)
+    dataset = load_dataset(data or ckpt["config"].get("data") or "")
+    model = load_model(ckpt, device)
+    require(dataset.frame_size == model.frame_size,
+            f"the model was trained on {list(model.frame_size)} frames but {dataset.path} has {list(dataset.frame_size)}")
+    return model, ckpt, dataset

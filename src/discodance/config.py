@@ -92,7 +92,6 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
-    num_workers: int = 0
 
     def validate(self) -> "TrainConfig":
         for name in ("lr", "weight_decay", "grad_clip", "final_lr_ratio", "minutes"):
@@ -103,7 +102,7 @@ class TrainConfig:
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                 f"betas must be two numbers in [0, 1), got {self.betas}")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        require(self.warmup_steps >= 0 and self.num_workers >= 0, "warmup_steps and num_workers must be >= 0")
+        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         require(self.minutes is None or self.minutes > 0, f"minutes must be > 0, got {self.minutes}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")

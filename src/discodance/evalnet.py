@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from .config import to_dict
 from .data.dataset import Dataset
 from .errors import require
+from .metrics import frechet_distance, to_float
 from .models.blocks import ConvDecoder, ConvEncoder
 
 VERSION = 1
@@ -161,16 +162,12 @@ class EvalNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- training
-def _split_indices(dataset: Dataset, split: str) -> np.ndarray:
-    return np.concatenate([np.arange(b, e) for b, e in dataset.blocks(split)] or [np.zeros(0, int)]).astype(int)
-
-
 def train_evalnet(dataset: Dataset, config: EvalNetConfig | None = None, device="cpu",
                   log=None) -> tuple[EvalNet, dict]:
     """Train on the training split; return the network and its reference statistics."""
     cfg = config or EvalNetConfig()
     targets = probe_targets(dataset)
-    train_idx = _split_indices(dataset, "train")
+    train_idx = dataset.indices("train")
     require(len(train_idx) >= 2, f"{dataset.path} has too few training frames for the evaluation network")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -182,7 +179,7 @@ def train_evalnet(dataset: Dataset, config: EvalNetConfig | None = None, device=
     for step in range(cfg.steps):
         idx = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen).numpy()]
         idx.sort()
-        x = torch.from_numpy(np.asarray(dataset.frames[idx])).to(device).float().div_(255.0)
+        x = to_float(np.asarray(dataset.frames[idx]), device)
         y = None if targets is None else torch.from_numpy(targets[0][idx]).to(device)
         for g in opt.param_groups:  # cosine decay: a cheap network, trained once, should converge
             g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
@@ -202,8 +199,7 @@ def reference_stats(net: EvalNet, dataset: Dataset, targets, cfg: EvalNetConfig,
     """What generated frames are compared with: real training features (a sample) for the
     nearest-neighbour distance, its 99th percentile on real test frames, the real range of the
     confidence, the probe's own test error, and the train-vs-test frame Fréchet floor."""
-    from .metrics import frechet_distance
-    train_idx, test_idx = _split_indices(dataset, "train"), _split_indices(dataset, "test")
+    train_idx, test_idx = dataset.indices("train"), dataset.indices("test")
     require(len(test_idx) >= 2, f"{dataset.path} has too few test frames to evaluate on")
     rng = np.random.default_rng(cfg.seed)
     ref_idx = np.sort(rng.choice(train_idx, min(cfg.reference_frames, len(train_idx)), replace=False))

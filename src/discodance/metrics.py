@@ -26,7 +26,12 @@ def evaluation_windows(dataset: Dataset, split: str, length: int, max_windows: i
 
 def load_windows(dataset: Dataset, starts, length: int, device) -> torch.Tensor:
     """(B, length, H, W) float frames in [0, 1] on `device`."""
-    return torch.from_numpy(dataset.windows(starts, length)).to(device).float().div_(255.0)
+    return to_float(dataset.windows(starts, length), device)
+
+
+def to_float(frames: np.ndarray, device) -> torch.Tensor:
+    """uint8 frames (0 / 255) -> float in [0, 1] on `device`: the one place the conversion is written."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).float().div_(255.0)
 
 
 EVAL_FRAMES = 512  # frames decoded per evaluation call, at most (about)

@@ -38,6 +38,7 @@ from .models import build_model, model_config
 from .runs import init_distributed
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
+RETIRED_SETTINGS = {"num_workers"}  # in older runs' saved settings; never read, so dropped on --resume
 
 
 # ----------------------------------------------------------------------------- environment
@@ -219,7 +220,8 @@ def _settings(dataset, out: Path, model_name, model_overrides, cfg, resume: bool
         require(tuple(saved["model_config"]["frame_size"]) == dataset.frame_size,
                 f"checkpoint frames are {saved['model_config']['frame_size']} but {dataset.path} has {list(dataset.frame_size)}")
         require(isinstance(saved.get("train"), dict), f"{out / CHECKPOINT} has no training settings")
-        cfg = from_dict(TrainConfig, {**saved["train"], **({"steps": cfg.steps, "minutes": cfg.minutes} if cfg else {})})
+        saved_train = {k: v for k, v in saved["train"].items() if k not in RETIRED_SETTINGS}
+        cfg = from_dict(TrainConfig, {**saved_train, **({"steps": cfg.steps, "minutes": cfg.minutes} if cfg else {})})
     else:
         ckpt, cfg, model_name = None, cfg or TrainConfig(), model_name or "gumbel-vae"
         mcfg = model_config(model_name, dataset.frame_size, model_overrides)

@@ -347,6 +347,11 @@ class Dataset:
         require(split in SPLITS, f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         return [tuple(b) for b in self.meta["splits"][split]]
 
+    def indices(self, split: str) -> np.ndarray:
+        """Every frame index of `split`, in order (its blocks concatenated)."""
+        blocks = [np.arange(b, e) for b, e in self.blocks(split)]
+        return np.concatenate(blocks).astype(int) if blocks else np.zeros(0, dtype=int)
+
     def window_starts(self, split: str, length: int, stride: int = 1) -> np.ndarray:
         """First-frame indices of every window of `length` frames inside one block of `split`."""
         starts = [np.arange(b, e - length + 1, stride) for b, e in self.blocks(split) if e - b >= length]

@@ -151,3 +151,16 @@ def test_the_frame_cache_returns_the_encoders_codes_and_encodes_each_context_onc
     assert model.code_cache.misses == 2 * P and model.code_cache.hits == 4 * P
     model.load_state_dict(model.state_dict())                   # new weights: the cache is dropped
     assert len(model.code_cache) == 0
+
+
+def test_smooth_codes_drop_brief_flips_and_keep_real_changes():
+    from discodance.models.code_prior import smooth_codes
+    p = torch.tensor([[0.6, 0.4], [0.45, 0.55], [0.6, 0.4], [0.1, 0.9], [0.1, 0.9], [0.2, 0.8]])
+    log_q = p.log()[None, :, None]                                       # (1, T=6, N=1, K=2)
+    assert smooth_codes(log_q, 0.0)[0, :, 0].tolist() == [0, 1, 0, 1, 1, 1]   # cost 0: the argmax
+    assert smooth_codes(log_q, 0.5)[0, :, 0].tolist() == [0, 0, 0, 1, 1, 1]   # the A-B-A flip is gone
+    assert smooth_codes(log_q, 1.0)[0, :, 0].tolist() == [1] * 6              # one switch costs too much
+    brute = max(((a, b, c, d, e, f) for a in (0, 1) for b in (0, 1) for c in (0, 1) for d in (0, 1)
+                 for e in (0, 1) for f in (0, 1)),
+                key=lambda z: sum(log_q[0, t, 0, z[t]] for t in range(6)) - 0.5 * sum(z[t] != z[t - 1] for t in range(1, 6)))
+    assert tuple(smooth_codes(log_q, 0.5)[0, :, 0].tolist()) == brute

@@ -53,6 +53,8 @@ class CausalSelfAttention(nn.Module):
         drop = self.dropout if self.training else 0.0
         if S == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        elif T == 1:  # one new position sees everything cached and itself
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         else:  # new position i (absolute S + i) sees every cached position and the new ones up to itself
             mask = torch.ones(T, S + T, dtype=torch.bool, device=x.device).tril(S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)

@@ -198,3 +198,21 @@ def test_without_poses_the_evaluation_network_is_an_autoencoder(tmp_path):
     assert stats["mode"] == "encoder" and "probe_error_px" not in stats
     emb = net.embed(data.frames[:5])
     assert emb["features"].shape == (5, 16) and emb["confidence"].shape == (5,) and "poses" not in emb
+
+
+def test_flicker_counts_pixels_that_flip_and_flip_straight_back():
+    T, H, W = 6, 4, 5
+    still = np.zeros((T, H, W), np.uint8)
+    assert mt.flicker(still) == 0.0
+    sweep = np.zeros((T, H, W), bool)                  # an edge moving one column per frame: motion, no flicker
+    for t in range(T):
+        sweep[t, :, :t] = True
+    assert mt.flicker(sweep) == 0.0
+    blink = np.zeros((T, H, W), np.uint8)              # one pixel on every other frame: flips back at each t
+    blink[::2, 0, 0] = 255
+    assert mt.flicker(blink) == pytest.approx(1 / (H * W))
+    once = np.zeros((T, H, W), np.float32)             # two pixels on in frame 2 only: flicker at t = 1 of 4
+    once[2, 1, :2] = 1.0
+    assert mt.flicker(once) == pytest.approx(2 / (4 * H * W))
+    assert mt.flicker(np.stack([blink, still])) == pytest.approx(0.5 / (H * W))   # batched: the mean
+    assert np.isnan(mt.flicker(still[:2]))

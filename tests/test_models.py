@@ -18,7 +18,7 @@ from conftest import TINY_MODEL
 CONV = {"channels": (8, 16), "hidden": 32}
 TINY = {
     "gumbel-vae": TINY_MODEL,
-    "code-prior": {"order": 2, "seq_len": 4, "hidden": 32},   # + base_config, see make()
+    "code-prior": {"context": 4, "width": 16, "blocks": 1, "heads": 2, "prompt": 2},   # + base_config, see make()
     "vae-lstm-mdn": {"latent": 6, "lstm_layers": 2, "lstm_hidden": 16, "mixtures": 3, "seq_len": 4, "seed_len": 2, **CONV},
     "gan": {"noise": 4, "code": 16, "d_channels": (8, 16), **CONV},
     "vrnn": {"latent": 4, "state": 16, "features": 16, "z_features": 8, "seq_len": 4, "seed_len": 2, **CONV},
@@ -26,7 +26,7 @@ TINY = {
                 "query": 4, **CONV},
 }
 # a little more capacity for memorising a batch; what "the loss" is for a GAN: its reconstruction term
-OVERFIT = {"gumbel-vae": dict(latents=8, classes=8, hidden=64), "code-prior": dict(codes="argmax", hidden=64),
+OVERFIT = {"gumbel-vae": dict(latents=8, classes=8, hidden=64), "code-prior": dict(codes="argmax", width=32),
            "vae-lstm-mdn": dict(hidden=64), "gan": dict(hidden=64), "vrnn": dict(hidden=64), "lstm-ae": dict(hidden=64)}
 OVERFIT_METRIC = {"gan": "rec"}
 FAST = dict(batch_size=8, eval_every=10, ckpt_every=10, log_every=5, eval_batches=1, warmup_steps=2)
@@ -270,7 +270,7 @@ def test_vae_lstm_mdn_rollout_steps_carry_the_training_state():
 # ----------------------------------------------------------------------------- transition prior over codes
 def test_transition_prior_samples_follow_a_known_table():
     from discodance.models.blocks import sample_one_hot
-    model = make("code-prior", order=1, hidden=64, seq_len=6)
+    model = make("code-prior", arch="mlp", order=1, hidden=64, seq_len=6)
     n_var, k = model.vae.prior_logits.shape
     g = torch.Generator().manual_seed(0)
     table = torch.softmax(2 * torch.randn(n_var, k, k, generator=g), -1)  # table[n, previous, next]
@@ -335,9 +335,10 @@ def test_gumbel_vae_options_and_bounds(estimator, prior):
     assert torch.all(ev["iwae"] <= ev["nelbo"] + 1e-3)
 
 
-@pytest.mark.parametrize("name", ["vae-lstm-mdn", "vrnn", "code-prior"])
-def test_importance_weighted_bound_is_tighter(name):
-    model = make(name).eval()
+@pytest.mark.parametrize("name,extra", [("vae-lstm-mdn", {}), ("vrnn", {}), ("code-prior", {}),
+                                        ("code-prior", {"arch": "mlp", "seq_len": 4, "hidden": 32})])
+def test_importance_weighted_bound_is_tighter(name, extra):
+    model = make(name, **extra).eval()
     ev = model.evaluate(window(model), 64, torch.Generator().manual_seed(0))
     assert torch.all(ev["iwae"] <= ev["nelbo"] + 1e-3)
 
@@ -355,6 +356,8 @@ def test_gumbel_vae_rejects_impossible_settings(bad):
     ("vrnn", {"latent": 0}), ("vrnn", {"seq_len": 0}),
     ("lstm-ae", {"future_frames": 0}), ("lstm-ae", {"rec_weight": -0.5}),
     ("code-prior", {"order": 0}), ("code-prior", {"seq_len": 2, "order": 2}), ("code-prior", {"codes": "mode"}),
+    ("code-prior", {"arch": "rnn"}), ("code-prior", {"corrupt": 1.0}), ("code-prior", {"width": 30, "heads": 4}),
+    ("code-prior", {"top_p": 0.0}), ("code-prior", {"context": 1}),
 ])
 def test_new_models_reject_impossible_settings(name, bad):
     with pytest.raises(DiscodanceError):

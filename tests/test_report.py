@@ -19,7 +19,7 @@ from discodance.quality import FullEvalConfig
 from conftest import TINY_MODEL
 
 MODELS = ("gumbel-vae", "code-prior", "gan")
-TINY_SETS = {"gumbel-vae": TINY_MODEL, "code-prior": {"hidden": 32, "seq_len": 4},
+TINY_SETS = {"gumbel-vae": TINY_MODEL, "code-prior": {"context": 4, "width": 16, "blocks": 1, "heads": 2, "prompt": 2},
              "gan": {"channels": (8, 16), "d_channels": (8, 16), "hidden": 32, "code": 16, "noise": 4}}
 FAST_EVAL = FullEvalConfig(rollouts=4, samples=2, horizons=(16, 64), evalnet=EvalNetConfig(
     steps=60, channels=(8, 16), hidden=32, features=8, reference_frames=100))

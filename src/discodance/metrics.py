@@ -1,7 +1,7 @@
 """Held-out evaluation: likelihood bounds in nats per frame and bits per pixel, reconstruction IoU;
 and the metric primitives of the full evaluation (quality.py, docs/evaluation.md): the Fréchet
-distance between Gaussians fitted to feature sets, diversity, freeze rate, jitter, pixel change
-and rollout collapse (static pose or loop).
+distance between Gaussians fitted to feature sets, diversity, freeze rate, jitter, pixel change,
+flicker and rollout collapse (static pose or loop).
 
 Likelihood numbers come from the model's evaluate() on windows of a split the model never trained
 on; bits per pixel = nats per frame / (H * W * ln 2).
@@ -164,6 +164,18 @@ def pixel_change(frames: np.ndarray) -> np.ndarray:
     flips = (x[..., 1:, :, :] != x[..., :-1, :, :]).mean((-2, -1))
     area = np.maximum(x[..., 1:, :, :].mean((-2, -1)), 1e-3)
     return flips / area
+
+
+def flicker(frames: np.ndarray) -> float:
+    """Share of pixels that flip and flip straight back: x_t != x_t+1 and x_t+2 == x_t, over every
+    pixel and every t of frames (..., T, H, W), T >= 3 (uint8, float or boolean masks). Motion moves
+    an edge one way and keeps it there; shimmer (a fine detail redrawn differently every frame)
+    flips pixels back and forth. 0 for static frames and for a steady edge sweep."""
+    x = _mask(frames)
+    if x.shape[-3] < 3:
+        return float("nan")
+    a, b, c = x[..., :-2, :, :], x[..., 1:-1, :, :], x[..., 2:, :, :]
+    return float(((a != b) & (c == a)).mean())
 
 
 STATIC_CHANGE = 0.02   # a step changing < 2% of the dancer's area counts as frozen (as the demo's motion summary)

@@ -8,6 +8,8 @@ measures, next to the likelihood bounds of metrics.evaluate_model:
 - motion quality (datasets with poses): the pose probe's joints of each 16-frame segment give
   kinetic and geometric features (features.py; Li et al. 2021; Siyao et al. 2022), compared with
   real test segments by FID_k / FID_g and spread by Dist_k / Dist_g; freeze rate and jitter;
+- shimmer: the share of pixels that flip and flip straight back (metrics.flicker), for the
+  rollouts and for the real test frames;
 - rollout health at each horizon: share of implausible frames (far from every real frame in
   feature space, or the network's confidence outside the real range) and of rollouts collapsed
   to a static pose or a short loop (metrics.collapse);
@@ -171,7 +173,7 @@ def rollout_metrics(frames: np.ndarray, net, ref: dict, real: dict, joints, data
     bad = implausible_flags({k: v.reshape(B * T, *v.shape[2:]) for k, v in emb.items()}, ref).reshape(B, T)
     real_feats = real["test_frames"]["features"]
     out = {"frame_fid": mt.frechet_distance(emb["features"][:, 1:].reshape(-1, emb["features"].shape[-1]), real_feats),
-           "implausible": float(bad[:, 1:].mean()), "horizons": {}}
+           "implausible": float(bad[:, 1:].mean()), "flicker": mt.flicker(frames[:, 1:]), "horizons": {}}
     poses = emb.get("poses")
     n_seg = (T - 1) // L
     motion = poses is not None and n_seg > 0 and real["test"] is not None
@@ -190,7 +192,7 @@ def rollout_metrics(frames: np.ndarray, net, ref: dict, real: dict, joints, data
         h = min(h, T - 1)
         w = slice(max(1, h - L + 1), h + 1)
         row = {"frame_fid": mt.frechet_distance(emb["features"][:, w].reshape(-1, emb["features"].shape[-1]), real_feats),
-               "implausible": float(bad[:, w].mean()),
+               "implausible": float(bad[:, w].mean()), "flicker": mt.flicker(frames[:, w]),
                **collapse_shares(frames[:, max(1, h - cfg.health_window + 1):h + 1])}
         if motion and h >= L:
             g = motion_block(poses[:, h - L + 1:h + 1], frames[:, h - L + 1:h + 1], joints, dataset.fps, cfg, height)
@@ -204,13 +206,20 @@ def real_health(dataset: Dataset, real: dict, ref: dict, cfg: FullEvalConfig) ->
     """The health numbers of real test data: what a perfect model would score. Collapse is checked
     on windows of cfg.health_window frames, or the longest a test block holds."""
     flat = {k: v for k, v in real["test_frames"].items()}
-    out = {"implausible": float(implausible_flags(flat, ref).mean())}
+    out = {"implausible": float(implausible_flags(flat, ref).mean()), "flicker": real_flicker(dataset)}
     longest = max(e - b for b, e in dataset.blocks("test"))
     n = min(cfg.health_window, longest)
     starts = dataset.window_starts("test", n, max(1, n // 2))
     if len(starts):
         out.update(collapse_shares(np.asarray(dataset.frames[s:s + n]) for s in starts))
     return out
+
+
+def real_flicker(dataset: Dataset) -> float:
+    """metrics.flicker over the real test blocks (each block on its own, weighted by its length)."""
+    values = [(mt.flicker(np.asarray(dataset.frames[b:e])), e - b - 2) for b, e in dataset.blocks("test") if e - b >= 3]
+    total = sum(n for _, n in values)
+    return sum(v * n for v, n in values) / total if total else float("nan")
 
 
 # ----------------------------------------------------------------------------- cost

@@ -20,7 +20,7 @@ COLUMNS = [
     ("nelbo_bpp", "NELBO bits/px", "low"), ("iwae_bpp", "IWAE bits/px", "low"), ("iou", "next-frame IoU", "high"),
     ("frame_fid", "frame FD", "low"), ("fid_k", "FID_k", "low"), ("fid_g", "FID_g", "low"),
     ("dist_k", "Dist_k", "real"), ("dist_g", "Dist_g", "real"), ("freeze_rate", "freeze rate", "low"),
-    ("jitter", "jitter px/f³", "real"), ("implausible@256", "implausible @256", "low"),
+    ("jitter", "jitter px/f³", "real"), ("flicker", "flicker", "real"), ("implausible@256", "implausible @256", "low"),
     ("static@256", "static @256", "low"), ("loop@256", "loop @256", "low"),
     ("parameters", "parameters", "low"), ("train_minutes", "train min (all stages)", None),
     ("train_frames_per_s", "train frames/s", "high"), ("rollout_fps_batch", "rollout frames/s", "high"),
@@ -28,9 +28,9 @@ COLUMNS = [
 ]
 # the real-data value of a column, where one exists (the reference row of the table)
 REAL = {"frame_fid": "frame_fid_floor", "fid_k": "fid_k_floor", "fid_g": "fid_g_floor", "dist_k": "real_dist_k",
-        "dist_g": "real_dist_g", "freeze_rate": "real_freeze_rate", "jitter": "real_jitter",
+        "dist_g": "real_dist_g", "freeze_rate": "real_freeze_rate", "jitter": "real_jitter", "flicker": "real_flicker",
         "implausible@256": "real_implausible", "static@256": "real_static", "loop@256": "real_loop"}
-HORIZON_METRICS = ("frame_fid", "implausible", "static", "loop", "fid_k", "fid_g")
+HORIZON_METRICS = ("frame_fid", "implausible", "static", "loop", "fid_k", "fid_g", "flicker")
 
 
 # ----------------------------------------------------------------------------- numbers

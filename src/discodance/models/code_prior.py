@@ -1,27 +1,44 @@
-"""code-prior: a learned transition prior over the discrete codes of a trained gumbel-vae (the issue's
-`--prior markov`), so that generation samples codes and decodes them without re-encoding frames.
+"""code-prior: a learned prior over the discrete codes of a trained gumbel-vae, so that generation
+samples codes and decodes them without re-encoding frames.
 
 Model: the frozen gumbel-vae supplies q(z_t | x_t-c+1..t) (N categorical variables of K classes, Jang
-et al. 2017) and p(x_t+h | z_t); this model adds a k-th order Markov prior over its codes
+et al. 2017) and p(x_t+h | z_t); this model adds an autoregressive prior over its codes,
 
-    p(z_t | z_t-k..t-1) = prod_n Cat(z_t,n; softmax(MLP([z_t-k, .., z_t-1])_n))      N x K one-hots in, N x K logits out
+    arch=transformer (default)  p(z_t | z_<t)      a causal transformer over the last `context` codes
+                                                   (code_transformer.py; Bailando / T2M-GPT's second stage)
+    arch=mlp                    p(z_t | z_t-k..t-1) an MLP on the last k = `order` codes (a k-th order Markov chain)
 
-(the N variables of step t are independent given the previous codes, as in the VAE's posterior). It
-is trained on code windows of real frames: z_<t are samples of q (or its argmax, codes="argmax"), and
-the target is q(z_t) itself, i.e. the cross-entropy E_q[-log p(z_t | z_<t)], the prior's part of
-the sequential bound
+with the N variables of step t independent given the past, as in the VAE's posterior. It is trained
+on code windows of real frames, with the cross-entropy of the codes of q under the prior, the
+prior's part of the sequential bound
 
     log p(x_{1+h..T+h}) >= E_q[ sum_t log p(x_t+h | z_t) + log p(z_t | z_<t) - log q(z_t | x_t) ]
 
 (Jensen's inequality holds for any q, including one that reads frames the decoder does not model;
-the first k codes of a window use the VAE's own prior). evaluate() reports that bound per frame
-('nelbo'), its importance-weighted version over whole windows (Burda et al. 2016, eq. 8: 'iwae'), the
-gumbel-vae's own per-frame bound on the same windows ('nelbo_base'), and the IoU of a frame decoded
-from a code the prior predicted from real history.
+the first codes of a window, which have no history, use the VAE's own prior). Which codes:
 
-Rollout: encode the seed frames once, then sample codes from the prior (temperature scales its
-logits) and decode each one; frames are never re-encoded, so each generated frame costs one decoder
-pass and one small MLP, against the report's chain's encoder + decoder.
+    codes=smooth (default)  per variable, the sequence maximising sum_t log q(z_t) - switch_cost * [z_t != z_t-1]
+                            (Viterbi, smooth_codes): a pose keeps its code while it barely moves
+    codes=argmax            q's most likely code of each frame on its own
+    codes=sample            samples of q as inputs, q's probabilities as targets (soft cross-entropy)
+
+Why smooth: the base VAE's posteriors are broad (about 1.9 nats of entropy per variable of 16
+classes on the built-in dancer), so frame-by-frame argmax codes flip fine-detail variables back
+and forth while the pose barely moves, and decoding them flickers at twice the real rate even
+with a perfect prior (samples of q: six times); smoothed codes decode with near-real flicker at
+the same reconstruction IoU (docs/code-prior.md has the measurements). `corrupt` replaces
+that share of the input codes by random classes (T2M-GPT's corrupted sequences), so the prior
+learns to continue from histories with mistakes in them, as its own samples will have.
+evaluate() reports that bound per frame ('nelbo'), its importance-weighted version over whole
+windows (Burda et al. 2016, eq. 8: 'iwae'), the gumbel-vae's own per-frame bound on the same windows
+('nelbo_base'), and the IoU of a frame decoded from a code the prior predicted from real history.
+
+Training speed: the frozen encoder's output for each encoder context of real frames is cached by
+frame content (code_cache.py), so after the first pass over the data a step costs only the prior.
+
+Rollout: encode the seed frames once, sample codes from the prior (temperature, per-variable top_k
+and top_p), then decode all frames in large batches; frames are never re-encoded. The transformer
+keeps a key/value cache and slides its window, so rollouts can be of any length.
 
 The base run: `--set base_run=RUN` names a trained gumbel-vae run folder. validate() copies that
 run's model config into base_config and __init__ loads its weights (weights_only) and freezes them;
@@ -36,14 +53,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..config import from_dict
 from ..errors import require
 from .base import DanceModel
 from .blocks import check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood, mlp, sample_one_hot
+from .code_cache import ContextCache
+from .code_transformer import CodeTransformer, corrupt_codes, sample_codes
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
 
-CODES = ("sample", "argmax")
+CODES = ("smooth", "argmax", "sample")
+ARCHS = ("transformer", "mlp")
+DECODE_CHUNK = 64     # frames decoded per call in a rollout (larger batches are slower per frame on CPU)
 
 
 @dataclass
@@ -51,23 +73,46 @@ class CodePriorConfig:
     frame_size: tuple[int, int] = (64, 64)
     base_run: str = ""                 # run folder (or checkpoint) of a trained gumbel-vae
     base_config: dict | None = None    # that run's model config: filled in from base_run, saved with this run
-    order: int = 2                     # k: previous codes the prior conditions on
+    arch: str = "transformer"          # transformer | mlp
+    codes: str = "smooth"              # the codes of real frames: smooth | argmax | sample (see read_codes)
+    switch_cost: float = 1.0           # codes=smooth: nats a variable pays for changing class between frames
+    corrupt: float = 0.1               # share of input codes replaced by random classes in training
+    top_k: int = 0                     # rollout: sample among the k likeliest classes per variable (0 = all)
+    top_p: float = 0.9                 # rollout: ... and among the smallest set of probability >= top_p
+    decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast, ~2x faster here) | float32
+    # arch=transformer
+    context: int = 64                  # codes the transformer attends to (its training windows are context + 1)
+    width: int = 128
+    blocks: int = 4
+    heads: int = 4
+    dropout: float = 0.0
+    prompt: int = 7                    # seed codes encoded from real frames before sampling
+    # arch=mlp
+    order: int = 2                     # k: previous codes the MLP conditions on
     seq_len: int = 8                   # code positions per training window
     hidden: int = 512
     layers: int = 2                    # MLP layers
-    codes: str = "sample"              # the code of a real frame: a sample of q, or its argmax
 
     def validate(self) -> "CodePriorConfig":
+        require(self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         require(self.order >= 1, f"order must be >= 1, got {self.order}")
         require(self.seq_len > self.order, f"seq_len ({self.seq_len}) must exceed order ({self.order})")
         require(self.hidden >= 1 and self.layers >= 1, "hidden and layers must be >= 1")
         require(self.codes in CODES, f"codes must be one of {', '.join(CODES)}, got {self.codes!r}")
+        require(0 <= self.corrupt < 1, f"corrupt must be in [0, 1), got {self.corrupt}")
+        require(self.switch_cost >= 0, f"switch_cost must be >= 0, got {self.switch_cost}")
+        require(self.decode_dtype in ("float32", "bfloat16"), f"decode_dtype must be float32 or bfloat16, got {self.decode_dtype!r}")
+        require(self.top_k >= 0 and 0 < self.top_p <= 1, f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
+        require(self.context >= 2 and self.blocks >= 1 and self.prompt >= 1, "context >= 2, blocks >= 1, prompt >= 1")
+        require(self.heads >= 1 and self.width % self.heads == 0, f"width ({self.width}) must be a multiple of heads ({self.heads})")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         if self.base_config is None:
             require(bool(self.base_run), "code-prior needs a trained gumbel-vae: --set base_run=RUN_FOLDER")
             self.base_run = str(Path(self.base_run).resolve())  # recorded absolute, like the run's data path
             self.base_config = _read_base(self.base_run)["config"]["model_config"]
         require(isinstance(self.base_config, dict), f"base_config must be a gumbel-vae config, got {self.base_config!r}")
         base = from_dict(GumbelVAEConfig, self.base_config).validate()
+        require(base.latent == "categorical", "code-prior needs a gumbel-vae with latent=categorical")
         require(tuple(base.frame_size) == tuple(self.frame_size),
                 f"the base gumbel-vae was trained on {list(base.frame_size)} frames, this data has {list(self.frame_size)}")
         return self
@@ -90,8 +135,13 @@ class CodePrior(DanceModel):
         self.vae = GumbelVAE(from_dict(GumbelVAEConfig, c.base_config))
         self._load_base()
         self.vae.requires_grad_(False)
+        self.vae.decoder.to(memory_format=torch.channels_last)   # oneDNN's faster transposed convs on CPU
         v = self.vae.config
-        self.transition = mlp(c.order * v.latents * v.classes, c.hidden, v.latents * v.classes, c.layers)
+        if c.arch == "mlp":
+            self.transition = mlp(c.order * v.latents * v.classes, c.hidden, v.latents * v.classes, c.layers)
+        else:
+            self.gpt = CodeTransformer(v.latents, v.classes, c.context, c.width, c.blocks, c.heads, c.dropout)
+        self.code_cache = ContextCache(v.context)   # not a module or buffer: never saved
 
     def _load_base(self) -> None:
         """Load the base run's weights when it is there and matches base_config; otherwise (a saved
@@ -105,11 +155,25 @@ class CodePrior(DanceModel):
         if same:
             self.vae.load_state_dict(ckpt["model"])
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.code_cache.clear()   # the cached codes belong to the encoder weights being replaced
+        return super().load_state_dict(state_dict, strict, assign)
+
     # --------------------------------------------------------------------------- protocol
     @property
     def window(self) -> int:
         v = self.vae.config
-        return v.context - 1 + self.config.seq_len + v.horizon
+        return v.context - 1 + self.train_codes + v.horizon
+
+    @property
+    def train_codes(self) -> int:
+        """Code positions per training window: the transformer's context + 1, the MLP's seq_len."""
+        return self.config.context + 1 if self.config.arch == "transformer" else self.config.seq_len
+
+    @property
+    def first(self) -> int:
+        """Positions at the start of a window that have no history to be predicted from."""
+        return 1 if self.config.arch == "transformer" else self.config.order
 
     @property
     def seed_frames(self) -> int:
@@ -117,12 +181,14 @@ class CodePrior(DanceModel):
 
     @property
     def _seed_codes(self) -> int:
-        return max(self.config.order, self.vae.config.horizon, 1)
+        lead = self.config.prompt if self.config.arch == "transformer" else self.config.order
+        return max(lead, self.vae.config.horizon, 1)
 
     def optimizer_groups(self):
-        return {"model": list(self.transition.parameters())}
+        net = self.transition if self.config.arch == "mlp" else self.gpt
+        return {"model": list(net.parameters())}
 
-    # --------------------------------------------------------------------------- pieces
+    # --------------------------------------------------------------------------- codes of real frames
     @torch.no_grad()
     def code_logits(self, frames: torch.Tensor) -> torch.Tensor:
         """q's logits at every position of frames (B, F, H, W): (B, F - context + 1, N, K)."""
@@ -131,44 +197,75 @@ class CodePrior(DanceModel):
         ctx = frames.unfold(1, c, 1).movedim(-1, 2)                              # (B, P, c, H, W)
         return self.vae.encode(ctx.reshape(B * P, c, *frames.shape[-2:])).view(B, P, *self.vae.prior_logits.shape)
 
-    def read_codes(self, logits: torch.Tensor, generator) -> torch.Tensor:
-        """One-hot codes (..., N, K) of q: a sample, or the argmax (codes="argmax")."""
-        return sample_one_hot(logits, generator, 0 if self.config.codes == "argmax" else 1.0)
+    @torch.no_grad()
+    def cached_log_q(self, frames: torch.Tensor) -> torch.Tensor:
+        """log q (B, F - context + 1, N, K) in float32, encoded once per distinct frame context."""
+        return self.code_cache.lookup(frames, lambda ctx: self.vae.encode(ctx).float().log_softmax(-1))
 
+    def read_codes(self, logits: torch.Tensor, generator) -> torch.Tensor:
+        """Class indices (B, T, N) of q's logits (B, T, N, K) at consecutive frames: the argmax, a
+        sample, or (codes="smooth") the sequence that best trades q's log-probability against
+        switches (smooth_codes): each pose keeps its code while it barely moves."""
+        if self.config.codes == "smooth":
+            return smooth_codes(logits.float().log_softmax(-1), self.config.switch_cost)
+        return sample_one_hot(logits, generator, 0 if self.config.codes == "argmax" else 1.0).argmax(-1)
+
+    # --------------------------------------------------------------------------- the prior
     def next_logits(self, history: torch.Tensor) -> torch.Tensor:
-        """Transition logits (B, N, K) from the last k codes (B, k, N, K), oldest first."""
+        """MLP: transition logits (B, N, K) from the last k codes (B, k, N, K), oldest first."""
         return self.transition(history.flatten(1)).view(len(history), *history.shape[-2:])
 
     def transition_logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """Logits of p(z_t | z_t-k..t-1) for t = k..T-1 of codes (B, T, N, K): (B, T - k, N, K)."""
+        """MLP: logits of p(z_t | z_t-k..t-1) for t = k..T-1 of one-hot codes (B, T, N, K): (B, T - k, N, K)."""
         k, (B, T) = self.config.order, codes.shape[:2]
         flat = codes.flatten(2)                                                  # (B, T, N*K)
         hist = torch.cat([flat[:, i:T - k + i] for i in range(k)], -1)           # (B, T-k, k*N*K)
         return self.transition(hist).view(B, T - k, *codes.shape[-2:])
 
+    def sequence_logits(self, codes: torch.Tensor) -> torch.Tensor:
+        """Logits of p(z_t | z_<t) for t = first .. T-1 of class indices (B, T, N): (B, T - first, N, K)."""
+        if self.config.arch == "mlp":
+            return self.transition_logits(F.one_hot(codes, self.vae.config.classes).float())
+        return self.gpt(codes[:, :-1])[0]
+
     def prior_loss(self, codes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (B, T - k) in nats of target distributions (B, T - k, N, K) under the prior
-        given the codes (B, T, N, K) before each target."""
-        log_p = self.transition_logits(codes).float().log_softmax(-1)
+        """Cross-entropy (B, T - first) in nats of target distributions (B, T - first, N, K) under the
+        prior given codes (B, T, N, K) one-hot or (B, T, N) class indices."""
+        idx = codes if codes.dtype == torch.long else codes.argmax(-1)
+        log_p = self.sequence_logits(idx).float().log_softmax(-1)
         return -(targets.float() * log_p).sum((-2, -1))
+
+    @torch.no_grad()
+    def sample_next(self, prompt: torch.Tensor, steps: int, generator=None, temperature: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+        """Class indices (B, steps, N) sampled after prompt codes (B, P, N)."""
+        if self.config.arch == "transformer":
+            return self.gpt.generate(prompt, steps, generator, temperature, top_k, top_p)
+        k, K = self.config.order, self.vae.config.classes
+        codes = list(F.one_hot(prompt[:, -k:], K).float().unbind(1))
+        for _ in range(steps):
+            nxt = sample_codes(self.next_logits(torch.stack(codes[-k:], 1)), generator, temperature, top_k, top_p)
+            codes.append(F.one_hot(nxt, K).float())
+        return torch.stack(codes[k:], 1).argmax(-1) if steps else prompt[:, :0]
 
     # --------------------------------------------------------------------------- training
     def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
-        logits = self.code_logits(batch).float()                                 # (B, P, N, K)
-        codes = self.read_codes(logits, generator).to(batch.dtype)
-        k = self.config.order
-        targets = codes[:, k:] if self.config.codes == "argmax" else logits[:, k:].softmax(-1)
-        xent = self.prior_loss(codes, targets)                                   # (B, P-k)
+        log_q = self.cached_log_q(batch)[:, :self.train_codes]                   # (B, T, N, K)
+        codes = self.read_codes(log_q, generator)                                # (B, T, N) class indices
+        s, K = self.first, log_q.shape[-1]
+        targets = log_q[:, s:].exp() if self.config.codes == "sample" else F.one_hot(codes[:, s:], K).float()
+        inputs = corrupt_codes(codes, self.config.corrupt, K, generator)
+        xent = self.prior_loss(inputs, targets)                                  # (B, T - s)
         entropy = -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1))      # H(q), 0 for argmax
         loss = xent.mean() / (batch.shape[-1] * batch.shape[-2])                 # nats per pixel
         return loss, {"loss": loss.item(), "xent_nats": xent.mean().item(),
-                      "kl_nats": (xent - entropy).mean().item()}
+                      "kl_nats": (xent - entropy).mean().item(), "cached_contexts": float(len(self.code_cache))}
 
     # --------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self, batch: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
                  chunk: int = 8) -> dict[str, torch.Tensor]:
-        v, k, T = self.vae.config, self.config.order, self.config.seq_len
+        v, s, T = self.vae.config, self.first, self.train_codes
         logits = self.code_logits(batch)[:, :T].float()                          # (B, T, N, K)
         first = v.context - 1 + v.horizon
         target = batch[:, first:first + T]                                       # (B, T, H, W) frames decoded from z_t
@@ -176,20 +273,20 @@ class CodePrior(DanceModel):
         B = len(batch)
         log_w, nelbo, nelbo_base, kls, iou = [], [], [], [], []
         for s0 in range(0, samples, chunk):
-            s = min(chunk, samples - s0)
-            lq, x = log_q.repeat_interleave(s, 0), target.repeat_interleave(s, 0)
-            z = sample_one_hot(lq, generator)                                    # (B*s, T, N, K)
-            trans = self.transition_logits(z).float().log_softmax(-1)            # (B*s, T-k, N, K)
-            log_p = torch.cat([base.expand(len(z), k, -1, -1), trans], 1)        # (B*s, T, N, K)
+            n = min(chunk, samples - s0)
+            lq, x = log_q.repeat_interleave(n, 0), target.repeat_interleave(n, 0)
+            z = sample_one_hot(lq, generator)                                    # (B*n, T, N, K)
+            trans = self.sequence_logits(z.argmax(-1)).float().log_softmax(-1)   # (B*n, T-s, N, K)
+            log_p = torch.cat([base.expand(len(z), s, -1, -1), trans], 1)        # (B*n, T, N, K)
             ll = frame_log_likelihood(self.vae.decode(z.flatten(0, 1)), x.flatten(0, 1)).view(-1, T)
-            kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                         # (B*s, T)
+            kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                         # (B*n, T)
             kl_base = (lq.exp() * (lq - base)).sum((-2, -1))
-            log_w.append((ll + (z * (log_p - lq)).sum((-2, -1))).sum(1).view(B, s))
-            nelbo.append((kl - ll).sum(1).view(B, s))
-            nelbo_base.append((kl_base - ll).sum(1).view(B, s))
-            kls.append(kl.sum(1).view(B, s))
+            log_w.append((ll + (z * (log_p - lq)).sum((-2, -1))).sum(1).view(B, n))
+            nelbo.append((kl - ll).sum(1).view(B, n))
+            nelbo_base.append((kl_base - ll).sum(1).view(B, n))
+            kls.append(kl.sum(1).view(B, n))
             z_last = sample_one_hot(trans[:, -1], generator)                     # predicted from real history
-            iou.append(frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, s))
+            iou.append(frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n))
         log_w, nelbo, nelbo_base, kls, iou = (torch.cat(t, 1) for t in (log_w, nelbo, nelbo_base, kls, iou))
         iwae = -(torch.logsumexp(log_w, 1) - math.log(samples)) / T
         return {"nelbo": nelbo.mean(1) / T, "iwae": iwae, "kl": kls.mean(1) / T,
@@ -198,23 +295,58 @@ class CodePrior(DanceModel):
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()
     def rollout(self, seed: torch.Tensor, steps: int, generator: torch.Generator | None = None,
-                temperature: float = 1.0, feedback: str = "binary") -> torch.Tensor:
+                temperature: float = 1.0, feedback: str = "binary", top_k: int | None = None,
+                top_p: float | None = None) -> torch.Tensor:
         """Seed frames (B, seed_frames, H, W) -> (B, 1 + steps, H, W) in [0, 1].
 
-        The seed is encoded once into m = max(order, horizon, 1) codes; then codes are sampled from
-        the prior (temperature scales its logits, 0 takes the most likely code) and decoded. Code z_t
-        decodes frame t + horizon, so the first `horizon` frames come from the seed's own codes.
-        `feedback` only chooses how decoded frames are shown: nothing is fed back into an encoder.
+        The seed is encoded once into m codes; then codes are sampled from the prior (temperature
+        scales its logits, 0 takes the most likely code; top_k / top_p default to the config's)
+        and decoded. Code z_t decodes frame t + horizon, so the first `horizon` frames come from the
+        seed's own codes. `feedback` only chooses how decoded frames are shown: nothing is fed
+        back into an encoder.
         """
         check_rollout_options(temperature, feedback)
-        h, m, k = self.vae.config.horizon, self._seed_codes, self.config.order
-        codes = list(self.read_codes(self.code_logits(seed).float(), generator).to(seed.dtype).unbind(1))
-        out = [seed[:, -1]]
-        for i in range(1, steps + 1):
-            index = m - 1 + i - h                                                # the code that decodes frame i
-            while len(codes) <= index:
-                logits = self.next_logits(torch.stack(codes[-k:], 1))
-                codes.append(sample_one_hot(logits, generator, temperature).to(seed.dtype))
-            probs = torch.sigmoid(self.vae.decode(codes[index]).float())
-            out.append(feedback_frames(probs, feedback, generator).to(seed.dtype))
-        return torch.stack(out, 1)
+        top_k = self.config.top_k if top_k is None else top_k
+        top_p = self.config.top_p if top_p is None else top_p
+        h, m = self.vae.config.horizon, self._seed_codes
+        prompt = self.read_codes(self.code_logits(seed).float(), generator)[:, -m:]   # (B, m, N)
+        new = self.sample_next(prompt, max(0, steps - h), generator,
+                               temperature, top_k, top_p)
+        codes = torch.cat([prompt, new], 1)[:, m - h:m - h + steps]              # the codes of frames 1..steps
+        return torch.cat([seed[:, -1:], self.decode_codes(codes, feedback, generator).to(seed.dtype)], 1)
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor, feedback: str = "binary", generator=None) -> torch.Tensor:
+        """Class indices (B, T, N) -> frames (B, T, H, W), decoded DECODE_CHUNK frames at a time."""
+        B, T = codes.shape[:2]
+        flat = codes.reshape(B * T, -1)
+        dtype = next(self.vae.parameters()).dtype
+        device = flat.device.type
+        fast = self.config.decode_dtype == "bfloat16" and device == "cpu"   # other devices decode in float32
+        out = []
+        for i in range(0, B * T, DECODE_CHUNK):
+            z = F.one_hot(flat[i:i + DECODE_CHUNK], self.vae.config.classes).to(dtype)
+            with torch.autocast(device, torch.bfloat16, enabled=fast):
+                logits = self.vae.decode(z)
+            out.append(feedback_frames(torch.sigmoid(logits.float()), feedback, generator))
+        return torch.cat(out).view(B, T, *out[0].shape[-2:]) if out else codes.new_zeros(B, 0, *self.frame_size).float()
+
+
+def smooth_codes(log_q: torch.Tensor, cost: float) -> torch.Tensor:
+    """Per variable, the class sequence maximising sum_t log q(z_t) - cost * [z_t != z_t-1] over
+    log-probabilities (B, T, N, K): (B, T, N) indices, by the Viterbi recursion. cost = 0 is the
+    argmax. The base VAE's posteriors are broad, so frame-by-frame argmax codes flip fine-detail
+    variables back and forth (A, B, A) while the pose barely moves, and the decoder redraws every
+    flip: that, and sampling each step's code independently, is where shimmer comes from."""
+    B, T, N, K = log_q.shape
+    classes = torch.arange(K, device=log_q.device)
+    score, back = log_q[:, 0], []                                                # (B, N, K)
+    for t in range(1, T):
+        best, arg = score.max(-1, keepdim=True)                                  # (B, N, 1)
+        stay = score >= best - cost                                              # keeping the class beats switching
+        back.append(torch.where(stay, classes, arg))                             # (B, N, K) previous class
+        score = torch.maximum(score, best - cost) + log_q[:, t]
+    z = [score.argmax(-1)]                                                       # (B, N) last step
+    for prev in reversed(back):
+        z.append(prev.gather(-1, z[-1][..., None])[..., 0])
+    return torch.stack(z[::-1], 1)

@@ -1,0 +1,180 @@
+"""A causal transformer over sequences of discrete frame codes (GPT, written nanoGPT-style).
+
+Each step t is one frame's code z_t = (z_t,1 .. z_t,N), N categorical variables of K classes. The
+step's input vector is the sum of N learned per-variable embeddings of its classes plus a learned
+position embedding; the output is N x K logits of the next step's code, whose N variables are
+independent given the past (as in the VAE's posterior):
+
+    h_t^0        = sum_n E_n[z_t,n] + P[t]                                  (D,)   t = 0 .. T-1
+    h^l          = h^l-1 + Attn(LN(h^l-1)),  h^l += MLP(LN(h^l))           pre-LN blocks, causal attention
+    p(z_t+1 | z_<=t) = prod_n Cat(z_t+1,n; softmax(W LN(h_t^L))_n)         (N, K)
+
+Attention is Vaswani et al. 2017, "Attention Is All You Need" (eq. 1: softmax(Q K^T / sqrt(d_k)) V;
+Sec. 3.2.2: multi-head; Sec. 3.2.3: the mask that keeps position t from seeing t' > t; Sec. 3.5:
+learned position embeddings as the alternative to sinusoids). Using a GPT over the codes of a
+frozen discrete autoencoder is the second stage of Bailando (Siyao et al., "Bailando: 3D Dance
+Generation by Actor-Critic GPT with Choreographic Memory", CVPR 2022, Sec. 3.2: a GPT predicts the
+next code indices of the choreographic memory with a cross-entropy loss) and of T2M-GPT (Zhang et
+al., "T2M-GPT: Generating Human Motion from Textual Descriptions with Discrete Representations",
+CVPR 2023, Sec. 3.2: p(S) = prod_i p(S_i | S_<i) trained by maximum likelihood; its corrupted
+sequences, a share of input codes replaced by random ones so that training sees the mistakes that
+sampling makes, are `corrupt_codes` here).
+
+Sampling: temperature, per-variable top-k and nucleus (top-p) filtering (Holtzman et al. 2020,
+"The Curious Case of Neural Text Degeneration", Sec. 3.1); a key/value cache makes each new step
+cost one position's work; rollouts of any length slide the context window (see `generate`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .blocks import gumbel_noise
+
+KV = tuple[torch.Tensor, torch.Tensor]   # one layer's cached keys and values, each (B, heads, S, D/heads)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        assert width % heads == 0, f"width {width} must be divisible by heads {heads}"
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)                                  # (B, T, D) each
+        q, k, v = (t.view(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, h, T, d)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)       # (B, h, S + T, d)
+        S = k.shape[2] - T                                                      # cached positions before x
+        drop = self.dropout if self.training else 0.0
+        if S == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        elif T == 1:  # one new position sees everything cached and itself
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:  # new position i (absolute S + i) sees every cached position and the new ones up to itself
+            mask = torch.ones(T, S + T, dtype=torch.bool, device=x.device).tril(S)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        y = y.transpose(1, 2).reshape(B, T, D)                                  # (B, T, D)
+        return self.proj(y), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, heads, dropout)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        a, kv = self.attn(self.ln1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), kv
+
+
+class CodeTransformer(nn.Module):
+    """codes (B, T, N) long -> next-step logits (B, T, N, K); T <= context."""
+
+    def __init__(self, latents: int, classes: int, context: int = 64, width: int = 128, layers: int = 4,
+                 heads: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.latents, self.classes, self.context = latents, classes, context
+        self.code_emb = nn.Embedding(latents * classes, width)                  # N tables of K rows, stacked
+        self.pos_emb = nn.Embedding(context, width)
+        self.register_buffer("offsets", torch.arange(latents) * classes, persistent=False)   # (N,)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, latents * classes)
+        self.apply(_init)
+
+    def forward(self, codes: torch.Tensor, past: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
+        """Logits of every next step, and the key/value cache extended by these T steps. With `past`
+        (the cache of the S steps before), codes are steps S .. S+T-1 and only they are computed."""
+        B, T, N = codes.shape
+        S = 0 if past is None else past[0][0].shape[2]
+        assert S + T <= self.context, f"{S + T} steps exceed the context of {self.context}"
+        pos = torch.arange(S, S + T, device=codes.device)                       # (T,)
+        x = self.code_emb(codes + self.offsets).sum(2) + self.pos_emb(pos)      # (B, T, N, D) -> (B, T, D)
+        x = self.drop(x)
+        cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if past is None else past[i])
+            cache.append(kv)
+        logits = self.head(self.ln_f(x))                                        # (B, T, N*K)
+        return logits.view(B, T, N, self.classes), cache
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+        """prompt codes (B, P, N) -> the next `steps` sampled codes (B, steps, N).
+
+        Each step feeds one new code through the key/value cache. When the cache holds `context`
+        steps, the window slides: the last context // 2 codes are re-encoded from scratch (their
+        position embeddings restart at 0, as every training window's do) and decoding goes on from
+        there, so a step costs one position's work except one re-encode per context // 2 steps.
+        """
+        keep = max(1, self.context // 2)
+        window = prompt[:, -self.context:]                                      # (B, <= C, N)
+        logits, cache = self(window)
+        out = []
+        for _ in range(steps):
+            nxt = sample_codes(logits[:, -1], generator, temperature, top_k, top_p)   # (B, N)
+            out.append(nxt)
+            window = torch.cat([window, nxt[:, None]], 1)[:, -self.context:]
+            if cache[0][0].shape[2] >= self.context:                            # full: slide and re-encode
+                window = window[:, -keep:]
+                logits, cache = self(window)
+            else:
+                logits, cache = self(nxt[:, None], cache)
+        return torch.stack(out, 1) if out else prompt.new_zeros(len(prompt), 0, prompt.shape[-1])
+
+
+def _init(module: nn.Module) -> None:
+    """GPT-2's initialisation: N(0, 0.02) weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------- sampling
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Per variable (last axis = classes): keep the top_k most likely classes (0 = all) and the
+    smallest set whose probability reaches top_p (1 = all); the others get -inf."""
+    logits = logits.float().log_softmax(-1)
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, -1).values[..., -1:]                           # (..., 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        ahead = probs.cumsum(-1) - probs                                        # mass of the likelier classes
+        drop = torch.zeros_like(ahead, dtype=torch.bool).scatter(-1, order, ahead >= top_p)   # class order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_codes(logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Class indices (...) from logits (..., K): Gumbel-max on the filtered logits / temperature; 0 = argmax.
+    The noise comes from the generator's device, so a seed gives the same codes on every device."""
+    logits = filter_logits(logits, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(-1)
+    return (logits / temperature + gumbel_noise(logits.shape, generator, logits.device)).argmax(-1)
+
+
+def corrupt_codes(codes: torch.Tensor, rate: float, classes: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Replace each code of (B, T, N) by a uniformly random class with probability `rate` (T2M-GPT's
+    corrupted sequences); the uniforms are drawn on the generator's device."""
+    if rate <= 0:
+        return codes
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(codes.shape, generator=generator, device=gen_device).to(codes.device)
+    noise = torch.randint(0, classes, codes.shape, generator=generator, device=gen_device).to(codes.device)
+    return torch.where(u < rate, noise, codes)

@@ -1,0 +1,166 @@
+"""The code prior's transformer: what it can model that an order-2 MLP cannot, its causal mask, the
+key/value cache against full recomputation, sliding-window rollouts, sampling filters, seeded
+determinism, and the frame-content cache of the frozen encoder. Small tensors, one thread."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from discodance.models import build_model, model_config
+from discodance.models.code_transformer import CodeTransformer, corrupt_codes, filter_logits, sample_codes
+
+from conftest import TINY_MODEL
+
+N_VAR, K, LAG = 2, 4, 5
+TABLE = torch.tensor([[1, 2, 3, 0], [2, 0, 3, 1]])   # z_t,n = TABLE[n, z_t-5,n]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def prior(arch, **extra):
+    torch.manual_seed(0)
+    base = {**TINY_MODEL, "latents": N_VAR, "classes": K, "frame_size": (16, 16)}
+    overrides = {"arch": arch, "base_config": base, "context": 16, "width": 32, "blocks": 2, "heads": 2,
+                 "prompt": LAG, "order": 2, "seq_len": 16, "hidden": 64, **extra}
+    return build_model("code-prior", model_config("code-prior", (16, 16), overrides))
+
+
+def lag_process(batch, length, generator):
+    """Codes (batch, length, N) whose first LAG steps are uniform and then follow TABLE at lag LAG:
+    z_t-1 and z_t-2 say nothing about z_t, so an order-2 prior can only guess."""
+    z = list(torch.randint(0, K, (batch, LAG, N_VAR), generator=generator).unbind(1))
+    for _ in range(length - LAG):
+        z.append(TABLE[torch.arange(N_VAR), z[-LAG]])
+    return torch.stack(z, 1)
+
+
+def follows_table(codes):
+    """Share of steps t >= LAG whose codes are TABLE of the codes LAG steps before."""
+    expected = TABLE[torch.arange(N_VAR), codes[:, :-LAG]]
+    return (codes[:, LAG:] == expected).float().mean().item()
+
+
+def test_the_transformer_learns_a_lag_5_process_that_an_order_2_prior_cannot():
+    g = torch.Generator().manual_seed(0)
+    results = {}
+    for arch in ("transformer", "mlp"):
+        model = prior(arch)
+        net = model.gpt if arch == "transformer" else model.transition
+        opt = torch.optim.Adam(net.parameters(), 3e-3)
+        for _ in range(150):
+            codes = lag_process(32, 17, g)
+            loss = model.prior_loss(codes, F.one_hot(codes[:, model.first:], K).float()).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        prompt = lag_process(200, LAG, g)
+        sampled = torch.cat([prompt, model.sample_next(prompt, 40, torch.Generator().manual_seed(1))], 1)
+        results[arch] = follows_table(sampled)   # 40 steps: the transformer's window slides twice
+    assert results["transformer"] > 0.95, results
+    assert results["mlp"] < 0.5, results       # chance is 1/K = 0.25
+
+
+def test_changing_a_later_code_never_changes_earlier_logits():
+    net = CodeTransformer(N_VAR, K, context=12, width=32, layers=2, heads=4).eval()
+    codes = torch.randint(0, K, (3, 12, N_VAR), generator=torch.Generator().manual_seed(0))
+    changed = codes.clone()
+    changed[:, 7:] = (changed[:, 7:] + 1) % K
+    a, b = net(codes)[0], net(changed)[0]
+    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_key_value_cache_gives_the_logits_of_full_recomputation():
+    net = CodeTransformer(N_VAR, K, context=12, width=32, layers=3, heads=4).eval()
+    codes = torch.randint(0, K, (3, 12, N_VAR), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full, _ = net(codes)
+        logits, cache = net(codes[:, :4])                       # a prompt of 4 steps, then one at a time
+        steps = [logits]
+        for t in range(4, 12):
+            logits, cache = net(codes[:, t:t + 1], cache)
+            steps.append(logits)
+        two, _ = net(codes[:, 6:8], net(codes[:, :6])[1])       # several new steps at once
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(two, full[:, 6:8], rtol=1e-5, atol=1e-5)
+
+
+def test_sliding_window_rollout_matches_recomputing_each_window():
+    """generate() re-encodes the last context // 2 codes whenever the cache is full; a reference
+    that recomputes its whole window at every step picks the same (greedy) codes."""
+    C = 8
+    net = CodeTransformer(N_VAR, K, context=C, width=32, layers=2, heads=4).eval()
+    prompt = torch.randint(0, K, (2, 5, N_VAR), generator=torch.Generator().manual_seed(0))
+    fast = net.generate(prompt, 30, temperature=0)
+    codes, start = prompt, 0
+    with torch.no_grad():
+        for _ in range(30):
+            if codes.shape[1] - start > C:                      # the window would overflow: slide
+                start = codes.shape[1] - C // 2
+            logits = net(codes[:, start:])[0][:, -1]
+            codes = torch.cat([codes, logits.argmax(-1)[:, None]], 1)
+    assert torch.equal(fast, codes[:, 5:])
+    assert net.generate(prompt, 1000, torch.Generator().manual_seed(0)).shape == (2, 1000, N_VAR)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "mlp"])
+def test_seeded_rollouts_are_deterministic_and_any_length(arch):
+    model = prior(arch, context=6).eval()
+    seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    a = model.rollout(seed, 40, torch.Generator().manual_seed(3), top_k=3)
+    b = model.rollout(seed, 40, torch.Generator().manual_seed(3), top_k=3)
+    c = model.rollout(seed, 40, torch.Generator().manual_seed(4), top_k=3)
+    assert a.shape == (2, 41, 16, 16) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, 0], seed[:, -1])
+
+
+def test_top_k_and_top_p_keep_the_likeliest_classes_per_variable():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
+    kept = lambda **kw: torch.isfinite(filter_logits(logits, **kw))
+    assert kept(top_k=2).tolist() == [[True, True, False, False], [False, False, True, True]]
+    assert kept(top_p=0.7).tolist() == [[True, True, False, False], [False, False, True, True]]
+    assert kept(top_p=0.5).tolist() == [[True, False, False, False], [False, False, False, True]]
+    g = torch.Generator().manual_seed(0)
+    draws = sample_codes(logits.expand(2000, 2, 4), g, top_k=2)
+    assert set(draws[:, 0].tolist()) == {0, 1} and set(draws[:, 1].tolist()) == {2, 3}
+    assert torch.equal(sample_codes(logits, g, temperature=0), torch.tensor([0, 3]))
+
+
+def test_corruption_replaces_about_the_given_share_of_codes():
+    codes = torch.zeros(200, 50, 4, dtype=torch.long)
+    out = corrupt_codes(codes, 0.4, 8, torch.Generator().manual_seed(0))
+    assert abs((out != 0).float().mean().item() - 0.4 * 7 / 8) < 0.02   # 1 in 8 replacements draws class 0
+    assert torch.equal(corrupt_codes(codes, 0.0, 8, None), codes)
+
+
+def test_the_frame_cache_returns_the_encoders_codes_and_encodes_each_context_once():
+    model = prior("transformer", context=6)
+    frames = (torch.rand(3, model.window, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    frames[1] = frames[0]                                       # a repeated window: no new contexts
+    cached = model.cached_log_q(frames)
+    direct = model.code_logits(frames).float().log_softmax(-1)
+    torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
+    P = frames.shape[1] - model.vae.config.context + 1
+    assert len(model.code_cache) == 2 * P and model.code_cache.misses == 2 * P
+    model.cached_log_q(frames)
+    assert model.code_cache.misses == 2 * P and model.code_cache.hits == 4 * P
+    model.load_state_dict(model.state_dict())                   # new weights: the cache is dropped
+    assert len(model.code_cache) == 0
+
+
+def test_smooth_codes_drop_brief_flips_and_keep_real_changes():
+    from discodance.models.code_prior import smooth_codes
+    p = torch.tensor([[0.6, 0.4], [0.45, 0.55], [0.6, 0.4], [0.1, 0.9], [0.1, 0.9], [0.2, 0.8]])
+    log_q = p.log()[None, :, None]                                       # (1, T=6, N=1, K=2)
+    assert smooth_codes(log_q, 0.0)[0, :, 0].tolist() == [0, 1, 0, 1, 1, 1]   # cost 0: the argmax
+    assert smooth_codes(log_q, 0.5)[0, :, 0].tolist() == [0, 0, 0, 1, 1, 1]   # the A-B-A flip is gone
+    assert smooth_codes(log_q, 1.0)[0, :, 0].tolist() == [1] * 6              # one switch costs too much
+    brute = max(((a, b, c, d, e, f) for a in (0, 1) for b in (0, 1) for c in (0, 1) for d in (0, 1)
+                 for e in (0, 1) for f in (0, 1)),
+                key=lambda z: sum(log_q[0, t, 0, z[t]] for t in range(6)) - 0.5 * sum(z[t] != z[t - 1] for t in range(1, 6)))
+    assert tuple(smooth_codes(log_q, 0.5)[0, :, 0].tolist()) == brute

@@ -318,3 +318,14 @@ def test_resume_after_kill_9_reproduces_the_uninterrupted_run(data, tmp_path):
                 for r in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("full", "killed")}
     assert rows["full"] == rows["killed"]
     assert not (tmp_path / "killed" / ".lock").exists()
+
+
+def test_every_models_default_settings_pass_the_shared_number_rules():
+    """A setting whose default is 0 must be listed as one that may be 0, or no run of that model starts."""
+    import dataclasses
+    from discodance.models import MAY_BE_ZERO, REGISTRY
+    for name, cls in REGISTRY.items():
+        for f in dataclasses.fields(cls.config_class):
+            value = getattr(cls.config_class(), f.name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                assert value >= 1 or f.name in MAY_BE_ZERO, (name, f.name, value)

@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import load_checkpoint
 from ..config import from_dict
 from ..errors import require
 from .base import DanceModel
@@ -119,7 +120,6 @@ class CodePriorConfig:
 
 
 def _read_base(run: str) -> dict:
-    from ..train import load_checkpoint  # here, not at the top: train imports the model registry
     ckpt = load_checkpoint(run)
     require(ckpt["config"]["model"] == "gumbel-vae",
             f"base_run {run} is a {ckpt['config']['model']!r} run; code-prior needs a gumbel-vae run")

@@ -162,7 +162,10 @@ def test_trains_twenty_steps_through_the_loop_and_generates(name, tiny_data, bas
     assert any("val_iou" in r for r in records) and load_checkpoint(run)["step"] == 20
     if name == "gan":
         assert all(r["grad_norm_generator"] > 0 and r["grad_norm_discriminator"] > 0 for r in train_lines)
-    if name == "code-prior":
+    if name == "code-prior":  # the frozen VAE it trained with is the base run's, weight for weight
+        base = load_checkpoint(tmp_path / "base")["model"]
+        saved = load_checkpoint(run)["model"]
+        assert all(torch.equal(saved[f"vae.{k}"], v) for k, v in base.items())
         shutil.rmtree(tmp_path / "base")
     result = generate_from_run(run, tmp_path / "gen", num=2, steps=3)
     assert result["shape"] == [2, 4, 32, 32]

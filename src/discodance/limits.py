@@ -4,7 +4,6 @@ down with it first)."""
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
 
@@ -51,10 +50,7 @@ def count_parameters(name: str, config) -> int:
     no layer accepts (negative sizes, ...) are one-line errors here, not tracebacks later."""
     from .models import build_model
     try:
-        # a model that loads weights in its constructor (code-prior's frozen base) warns that copying
-        # into meta tensors does nothing: that is the point here
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch.device("meta"):
             model = build_model(name, config)
     except DiscodanceError:
         raise

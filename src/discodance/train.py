@@ -192,7 +192,7 @@ def train(data: str | Path, out: str | Path, model_name: str | None = None, mode
         replacement = _claim_run_dir(out, data, resume, overwrite) if rank == 0 else None
         created = not resume
         try:
-            run = _build(out, dataset, data, model_name, mcfg, cfg, rank, world, device)
+            run = _build(out, dataset, data, model_name, mcfg, cfg, rank, world, device, resume)
             if ckpt is not None:
                 _restore(run, ckpt)
             _run_loop(run, stop_at, progress, model_name)
@@ -240,9 +240,12 @@ def _undo(out: Path, replacement: Replacement | None) -> None:
 
 
 def _build(out: Path, dataset, data: Path, model_name: str, mcfg, cfg: TrainConfig, rank: int, world: int,
-           device: torch.device) -> Run:
+           device: torch.device, resume: bool) -> Run:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(model_name, mcfg).to(device)
+    model = build_model(model_name, mcfg)
+    if not resume:
+        model.load_pretrained()
+    model = model.to(device)
     run_config = {"model": model_name, "model_config": to_dict(mcfg), "train": to_dict(cfg),
                   "data": str(data.resolve()), "frame_size": list(dataset.frame_size),
                   "fps": dataset.fps, "world_size": world, "device": device.type,

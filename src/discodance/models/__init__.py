@@ -41,7 +41,7 @@ def model_config(name: str, frame_size, overrides: dict | None = None):
     base = dataclasses.asdict(cls())
     base.update(overrides or {})
     base["frame_size"] = tuple(int(s) for s in frame_size)
-    config = from_dict(cls, base)
+    config = REGISTRY[name].complete_config(from_dict(cls, base))
     check_numbers(config)
     return config.validate()
 

@@ -8,6 +8,7 @@
     model.evaluate(batch, samples, generator) -> {metric: (B,) tensor} per-example held-out numbers
     model.rollout(seed, steps, generator, **options) -> (B, 1 + steps, H, W) frames in [0, 1]
     model.seed_frames                 how many frames rollout() needs as its seed
+    cls.complete_config(config), model.load_pretrained()   settings and weights taken from other runs
 """
 from __future__ import annotations
 
@@ -43,6 +44,16 @@ class DanceModel(nn.Module):
     @property
     def seed_frames(self) -> int:
         return 1
+
+    @classmethod
+    def complete_config(cls, config):
+        """Fill settings that come from other runs before validation (code-prior: its base VAE's
+        config from base_run). Most models have none."""
+        return config
+
+    def load_pretrained(self) -> None:
+        """Load weights this model takes from other runs, once, when a new run starts (code-prior:
+        its frozen base VAE). Never called when a saved run is reloaded: its state dict has them."""
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"model": [p for p in self.parameters() if p.requires_grad]}

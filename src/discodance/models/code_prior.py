@@ -107,10 +107,7 @@ class CodePriorConfig:
         require(self.context >= 2 and self.blocks >= 1 and self.prompt >= 1, "context >= 2, blocks >= 1, prompt >= 1")
         require(self.heads >= 1 and self.width % self.heads == 0, f"width ({self.width}) must be a multiple of heads ({self.heads})")
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        if self.base_config is None:
-            require(bool(self.base_run), "code-prior needs a trained gumbel-vae: --set base_run=RUN_FOLDER")
-            self.base_run = str(Path(self.base_run).resolve())  # recorded absolute, like the run's data path
-            self.base_config = _read_base(self.base_run)["config"]["model_config"]
+        require(self.base_config is not None, "code-prior needs a trained gumbel-vae: --set base_run=RUN_FOLDER")
         require(isinstance(self.base_config, dict), f"base_config must be a gumbel-vae config, got {self.base_config!r}")
         base = from_dict(GumbelVAEConfig, self.base_config).validate()
         require(base.latent == "categorical", "code-prior needs a gumbel-vae with latent=categorical")
@@ -129,11 +126,19 @@ def _read_base(run: str) -> dict:
 class CodePrior(DanceModel):
     config_class = CodePriorConfig
 
+    @classmethod
+    def complete_config(cls, config: CodePriorConfig) -> CodePriorConfig:
+        """base_run -> its absolute path and its model config (saved with this run, which then no
+        longer needs the base run: its state dict holds the frozen VAE)."""
+        if config.base_config is None and config.base_run:
+            config.base_run = str(Path(config.base_run).resolve())  # recorded absolute, like the run's data path
+            config.base_config = _read_base(config.base_run)["config"]["model_config"]
+        return config
+
     def __init__(self, config: CodePriorConfig):
         super().__init__(config.validate())
         c = config
         self.vae = GumbelVAE(from_dict(GumbelVAEConfig, c.base_config))
-        self._load_base()
         self.vae.requires_grad_(False)
         self.vae.decoder.to(memory_format=torch.channels_last)   # oneDNN's faster transposed convs on CPU
         v = self.vae.config
@@ -143,17 +148,14 @@ class CodePrior(DanceModel):
             self.gpt = CodeTransformer(v.latents, v.classes, c.context, c.width, c.blocks, c.heads, c.dropout)
         self.code_cache = ContextCache(v.context)   # not a module or buffer: never saved
 
-    def _load_base(self) -> None:
-        """Load the base run's weights when it is there and matches base_config; otherwise (a saved
-        code-prior run being reloaded, whose state dict holds the VAE) leave them to load_state_dict."""
-        run = self.config.base_run
-        if not run or not (Path(run).is_dir() or Path(run).is_file()):
-            return
-        ckpt = _read_base(run)
+    def load_pretrained(self) -> None:
+        """The base run's weights, into the frozen VAE, when a new code-prior run starts."""
+        ckpt = _read_base(self.config.base_run)
         same = dataclasses.asdict(from_dict(GumbelVAEConfig, ckpt["config"]["model_config"])) == \
             dataclasses.asdict(self.vae.config)
-        if same:
-            self.vae.load_state_dict(ckpt["model"])
+        require(same, f"base_run {self.config.base_run} has changed since this run's settings were read")
+        self.vae.load_state_dict(ckpt["model"])
+        self.code_cache.clear()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self.code_cache.clear()   # the cached codes belong to the encoder weights being replaced

@@ -19,14 +19,14 @@ import time
 import numpy as np
 import torch
 
-from discodance import features as ft
-from discodance import metrics as mt
+from discodance.evaluation import motion as ft
+from discodance.evaluation import stats as mt
 from discodance.data.dataset import load_dataset
-from discodance.evalnet import load_or_train
+from discodance.evaluation.evalnet import load_or_train
 from discodance.generate import seed_starts
 from discodance.models.blocks import sample_one_hot
 from discodance.models.code_prior import smooth_codes
-from discodance.quality import FullEvalConfig, implausible_flags, real_reference, rollout_metrics, timed_rollouts
+from discodance.evaluation.full import FullEvalConfig, implausible_flags, real_reference, rollout_metrics, timed_rollouts
 from discodance.train import load_checkpoint, model_from_checkpoint
 
 

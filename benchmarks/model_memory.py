@@ -40,7 +40,7 @@ def train_phase(name: str, data: str) -> dict:
 def eval_phase(name: str, samples: int, windows: int, data: str) -> dict:
     import torch
     from discodance.data.dataset import load_dataset
-    from discodance.metrics import evaluate_model
+    from discodance.evaluation.likelihood import evaluate_model
     from discodance.models import build_model, model_config
     from discodance.train import peak_rss_mb
 

@@ -95,7 +95,7 @@ def phase_rollout(args, batch: int) -> dict:
     import torch
     from discodance.data.dataset import load_dataset
     from discodance.generate import seed_starts
-    from discodance.metrics import load_windows
+    from discodance.data.batches import load_windows
     from discodance.checkpoint import load_checkpoint
     from discodance.models import load_model as model_from_checkpoint
     ckpt = load_checkpoint(Path(args.out) / args.model)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from discodance import features as ft
-from discodance import metrics as mt
+from discodance.evaluation import motion as ft
+from discodance.evaluation import stats as mt
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -167,7 +167,7 @@ FAST_NET = dict(steps=400, channels=(8, 16, 32), hidden=64, features=16, referen
 def test_pose_probe_on_the_built_in_dancer_is_accurate_and_cached(tmp_path):
     from discodance.data.dataset import load_dataset
     from discodance.data.synthetic import write_synthetic
-    from discodance.evalnet import EvalNetConfig, cache_paths, load_or_train
+    from discodance.evaluation.evalnet import EvalNetConfig, cache_paths, load_or_train
     data = load_dataset(write_synthetic(tmp_path / "d", 800, 32, 32, seed=5))
     cfg = EvalNetConfig(**FAST_NET)
     net, stats = load_or_train(data, cfg)
@@ -191,7 +191,7 @@ def test_pose_probe_on_the_built_in_dancer_is_accurate_and_cached(tmp_path):
 def test_without_poses_the_evaluation_network_is_an_autoencoder(tmp_path):
     from discodance.data.dataset import load_dataset, write_dataset
     from discodance.data.synthetic import make_dancer
-    from discodance.evalnet import EvalNetConfig, load_or_train
+    from discodance.evaluation.evalnet import EvalNetConfig, load_or_train
     frames, _, _ = make_dancer(300, 32, 32, seed=1)
     data = load_dataset(write_dataset(tmp_path / "np", frames, fps=24, source="test"))
     net, stats = load_or_train(data, EvalNetConfig(**{**FAST_NET, "steps": 60}))

@@ -318,7 +318,7 @@ def test_pose_probe_targets_sit_on_the_drawn_body(shared_data, tmp_path):
     from scipy import ndimage
     from discodance.data.dataset import load_dataset
     from discodance.data.mocap import prepare_mocap
-    from discodance.evalnet import probe_targets
+    from discodance.evaluation.evalnet import probe_targets
 
     data = load_dataset(prepare_mocap([shared_data / "cmu_salsa" / "bvh" / "60_01_scaled.bvh"], tmp_path / "d"))
 

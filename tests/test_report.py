@@ -13,8 +13,8 @@ import torch
 from discodance.cli import main
 from discodance.compare import CompareConfig, run_compare
 from discodance.errors import DiscodanceError
-from discodance.evalnet import EvalNetConfig
-from discodance.quality import FullEvalConfig
+from discodance.evaluation.evalnet import EvalNetConfig
+from discodance.evaluation.full import FullEvalConfig
 
 from conftest import TINY_MODEL
 
@@ -165,7 +165,7 @@ def test_compare_and_full_evaluate_have_help(capsys):
 
 
 def test_evaluate_full_prints_one_json_object(report, capsys, monkeypatch):
-    from discodance import evalnet, quality
+    from discodance.evaluation import evalnet, full as quality
     out, _ = report
     fast = FAST_EVAL.evalnet   # the cache the compare left behind, instead of training the default network
     monkeypatch.setattr(quality, "load_or_train", lambda ds, cfg, device="cpu", log=None:

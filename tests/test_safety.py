@@ -232,7 +232,7 @@ def test_generate_on_a_dataset_with_zero_fps_is_one_line(run, tmp_path, capsys):
 
 
 def test_compare_checks_every_setting_before_any_work(data, tmp_path, capsys):
-    from discodance.evalnet import cache_dir
+    from discodance.evaluation.evalnet import cache_dir
     before = sorted(cache_dir().rglob("*")) if cache_dir().exists() else []
     for bad, message in ((["--set", "gan:hidden=0"], "hidden must be >= 1"),
                          (["--set", "gumbel-vae:latents=-3"], "latents"),

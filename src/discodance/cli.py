@@ -133,12 +133,12 @@ def cmd_generate(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .metrics import evaluate_model
+    from .evaluation.likelihood import evaluate_model
     from .runs import open_run, resolve_device
     device = resolve_device(args.device)
     model, ckpt, dataset = open_run(args.run, args.data, device)
     if args.full:
-        from .quality import FullEvalConfig, evaluate_full
+        from .evaluation.full import FullEvalConfig, evaluate_full
         require(args.split == "test", "--full evaluates on the test split only")
         cfg = FullEvalConfig(rollouts=args.rollouts, samples=args.samples, batch_size=args.batch_size,
                              max_windows=args.max_windows, seed=args.seed)
@@ -166,7 +166,7 @@ def _model_sets(pairs: list[str] | None) -> dict[str, dict[str, str]]:
 
 def cmd_compare(args) -> None:
     from .compare import CompareConfig, run_compare
-    from .quality import FullEvalConfig
+    from .evaluation.full import FullEvalConfig
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     cfg = CompareConfig(data=args.data, models=models, out=args.out, minutes=args.minutes, seeds=args.seeds,
                         steps=args.steps, model_sets=_model_sets(args.set),

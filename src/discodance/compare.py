@@ -1,5 +1,5 @@
 """`discodance compare`: train several models under one wall-clock budget and the same seeds,
-evaluate them all with quality.evaluate_full, and write a report folder (report.py).
+evaluate them all with evaluation.full.evaluate_full, and write a report folder (evaluation/report.py).
 
 Fairness rules:
 - every (model, seed) run gets the same `minutes` of training wall time (and, if given, the same
@@ -31,7 +31,7 @@ from .config import to_dict, write_json_atomic
 from .data.dataset import load_dataset
 from .errors import DiscodanceError, require
 from .folders import FolderLock, check_target, swap_in
-from .quality import FullEvalConfig
+from .evaluation.full import FullEvalConfig
 
 GIF_ROLLOUT = dict(num=8, steps=48)
 STRIP_ROWS = 4  # sequences shown in each strip of frames 0, 1, 2, 16
@@ -134,7 +134,7 @@ def train_model(cfg: CompareConfig, model: str, seed: int, runs: Path, logs: Pat
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_run(cfg: CompareConfig, run: Path, info: dict, dataset, device, log) -> dict:
-    from .quality import evaluate_full
+    from .evaluation.full import evaluate_full
     from .runs import open_run
     cached = run / "evaluation.json"
     if cached.is_file():
@@ -178,7 +178,7 @@ def rollout_media(cfg: CompareConfig, runs: dict[str, Path], dataset, device, ou
 # ----------------------------------------------------------------------------- the whole compare
 def run_compare(cfg: CompareConfig, log=None) -> dict:
     """Train, evaluate and report; returns the summary (also written as results.json)."""
-    from .evalnet import load_or_train
+    from .evaluation.evalnet import load_or_train
     from .runs import resolve_device
     cfg.validate()
     log = log or (lambda msg: None)
@@ -193,7 +193,7 @@ def run_compare(cfg: CompareConfig, log=None) -> dict:
 
 
 def _train_evaluate_report(cfg: CompareConfig, dataset, device, work: Path, final: Path, ref: dict, log) -> dict:
-    from .report import flatten
+    from .evaluation.report import flatten
     rows, results, seed0 = [], {m: [] for m in cfg.models}, {}
     for seed in range(cfg.seeds):
         for model in cfg.models:
@@ -236,7 +236,7 @@ def _reference(rows: list[dict]) -> dict:
 
 def write_report(cfg: CompareConfig, work: Path, rows: list[dict], results: dict, seed0: dict,
                  dataset, device, ref: dict) -> dict:
-    from . import report
+    from .evaluation import report
     summary = {m: report.aggregate([r for r in rows if r["model"] == m]) for m in cfg.models}
     summary = {m: {k: v for k, v in s.items() if k != "seed"} for m, s in summary.items()}
     reference = _reference(rows)

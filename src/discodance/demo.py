@@ -56,7 +56,7 @@ def evaluate_and_render(out: Path, data: Path, ckpt_path: Path, seed: int = 0, d
                         t0: float | None = None) -> dict:
     """Steps 3 and 4 of the demo: held-out metrics, rollouts and pictures, metrics.json."""
     from .generate import generate, tile, to_uint8, write_gif, write_outputs
-    from .metrics import evaluate_model
+    from .evaluation.likelihood import evaluate_model
     from .runs import open_run, resolve_device
 
     t0 = time.perf_counter() if t0 is None else t0

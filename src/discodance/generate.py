@@ -16,33 +16,12 @@ from .data.dataset import Dataset
 from .errors import require
 from .folders import check_target
 from .limits import require_memory
-from .metrics import load_windows
+from .data.batches import load_windows, seed_starts
 
 STRIP_FRAMES = (0, 1, 2, 16)  # the report's figures 1-4: the seed and generated frames 1, 2 and 16
 
 
 # ----------------------------------------------------------------------------- rollouts
-SEED_LEAD = 8  # seeds are placed as if every model needed this many frames: all models share seed frames
-
-
-def seed_starts(dataset: Dataset, split: str, context: int, num: int, continuation: int = 0) -> np.ndarray:
-    """First frames of `num` seed windows of `context` frames, spread evenly over a held-out split.
-
-    The last seed frame is chosen the same way whatever `context` is (as if every model needed
-    SEED_LEAD frames), so models with different seed lengths roll out from the same frame and
-    their GIFs compare side by side. Where the split allows, each seed is followed by
-    `continuation` real frames, so real and generated dances can be shown together.
-    """
-    lead = max(context, SEED_LEAD)
-    starts = dataset.window_starts(split, lead + continuation)
-    if len(starts) == 0:
-        lead = context
-        starts = dataset.window_starts(split, context)
-    require(len(starts) > 0, f"split {split!r} of {dataset.path} has no {context} consecutive frames to seed from")
-    anchors = starts[np.linspace(0, len(starts) - 1, num).round().astype(int)] + lead - 1  # last seed frames
-    return anchors - context + 1
-
-
 @torch.no_grad()
 def generate(model, dataset: Dataset, num: int = 8, steps: int = 32, seed: int = 0, split: str = "test",
              temperature: float = 1.0, feedback: str = "binary", mode: str = "chain", device="cpu"):

@@ -33,7 +33,7 @@ from .data.dataset import load_dataset
 from .errors import require
 from .folders import LOCK_NAME, FolderLock, Replacement, check_target
 from .limits import check_model_size
-from .metrics import evaluate_model, load_windows
+from .evaluation.likelihood import evaluate_model, load_windows
 from .models import build_model, model_config
 from .runs import init_distributed
 

@@ -15,7 +15,7 @@ the 2-D image-plane poses a silhouette shows: a set of booleans per frame (a han
 a bent knee, a foot lifted, a fast wrist, ...), averaged over the sequence into the share of frames
 each holds. Distances are measured in torso lengths, so the features do not depend on the frame
 size. Bailando (Siyao et al. 2022, Sec. 5.1) computes FID_k / FID_g between these features of real
-and generated sequences; metrics.frechet_distance does that after metrics.normalize_like.
+and generated sequences; stats.frechet_distance does that after stats.normalize_like.
 
 Poses are (T, J, 2) image coordinates: x right, y down (what the pose probe predicts).
 """

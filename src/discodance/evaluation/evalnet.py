@@ -5,7 +5,7 @@ Why: an ImageNet Inception network (FID's usual feature space, Heusel et al. 201
 about binary silhouettes, and this project downloads no weights. A network trained on the
 dataset's own training frames gives a feature space where distances mean something for this
 dancer. Its penultimate layer (`features`) is the space of the frame Fréchet distance; the pose
-probe's joints feed the kinetic/geometric motion features (features.py); its predicted
+probe's joints feed the kinetic/geometric motion features (motion.py); its predicted
 uncertainty (pose probe) or reconstruction error (autoencoder) is the "confidence" whose real
 range flags implausible generated frames.
 
@@ -32,11 +32,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import to_dict
-from .data.dataset import Dataset
-from .errors import require
-from .metrics import frechet_distance, to_float
-from .models.blocks import ConvDecoder, ConvEncoder
+from ..config import to_dict
+from ..data.batches import to_float
+from ..data.dataset import Dataset
+from ..errors import require
+from ..models.blocks import ConvDecoder, ConvEncoder
+from .stats import frechet_distance
 
 VERSION = 1
 _HIDDEN_JOINTS = r"thumb|index|mid\d|middle|ring|pinky|finger|eye|_end"  # not drawn in silhouettes
@@ -81,7 +82,7 @@ def probe_targets(dataset: Dataset) -> tuple[np.ndarray, list[int]] | None:
 
 def _frame_mocap(dataset: Dataset, poses: np.ndarray) -> np.ndarray:
     """3-D joints -> the pixels where the renderer drew them, clip by clip (render.clip_framing)."""
-    from .data.render import clip_framing, project
+    from ..data.render import clip_framing, project
     extra = dataset.meta.get("extra") or {}
     h, w = dataset.frame_size
     xy = project(poses, float(extra.get("yaw_degrees", 0.0)), y_down=poses.shape[-1] == 2)

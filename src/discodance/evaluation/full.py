@@ -2,17 +2,17 @@
 
 One call rolls the model out from held-out seed frames to the longest horizon (256 frames by
 default), embeds real and generated frames with the dataset's evaluation network (evalnet.py) and
-measures, next to the likelihood bounds of metrics.evaluate_model:
+measures, next to the likelihood bounds of likelihood.evaluate_model:
 - frame quality: Fréchet distance between generated and real test frames in the evaluation
   network's features (Heusel et al. 2017, eq. 6), against the train-vs-test real floor;
 - motion quality (datasets with poses): the pose probe's joints of each 16-frame segment give
-  kinetic and geometric features (features.py; Li et al. 2021; Siyao et al. 2022), compared with
+  kinetic and geometric features (motion.py; Li et al. 2021; Siyao et al. 2022), compared with
   real test segments by FID_k / FID_g and spread by Dist_k / Dist_g; freeze rate and jitter;
-- shimmer: the share of pixels that flip and flip straight back (metrics.flicker), for the
+- shimmer: the share of pixels that flip and flip straight back (stats.flicker), for the
   rollouts and for the real test frames;
 - rollout health at each horizon: share of implausible frames (far from every real frame in
   feature space, or the network's confidence outside the real range) and of rollouts collapsed
-  to a static pose or a short loop (metrics.collapse);
+  to a static pose or a short loop (stats.collapse);
 - cost: parameters, training wall time (both stages for code-prior), training and rollout
   frames/s, peak memory.
 Every number that can be measured on real data is measured there too ("real"), so a reader sees
@@ -27,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import features as ft
-from . import metrics as mt
-from .checkpoint import load_checkpoint, read_log
-from .data.dataset import Dataset
-from .errors import require
+from ..checkpoint import load_checkpoint, read_log
+from ..data.batches import load_windows, seed_starts
+from ..data.dataset import Dataset
+from ..errors import require
+from . import motion as ft
+from . import stats as mt
 from .evalnet import EvalNetConfig, load_or_train, nearest_distance
+from .likelihood import evaluate_model
 
 HORIZONS = (16, 64, 256)
 
@@ -95,8 +97,6 @@ def real_reference(dataset: Dataset, net, ref: dict, cfg: FullEvalConfig, device
 @torch.no_grad()
 def timed_rollouts(model, dataset: Dataset, cfg: FullEvalConfig, device) -> tuple[np.ndarray, dict]:
     """uint8 rollouts (B, 1 + H, h, w) from cfg.rollouts held-out seeds, and their speed."""
-    from .generate import seed_starts
-    from .metrics import load_windows
     steps = max(cfg.horizons)
     starts = seed_starts(dataset, "test", model.seed_frames, cfg.rollouts)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -126,7 +126,7 @@ def implausible_flags(emb: dict, ref: dict) -> np.ndarray:
 
 
 def collapse_shares(windows) -> dict:
-    """Share of windows (each (T, h, w)) that are static / looping (metrics.collapse)."""
+    """Share of windows (each (T, h, w)) that are static / looping (stats.collapse)."""
     kinds = [mt.collapse(w) for w in windows]
     if not kinds:
         return {}
@@ -216,7 +216,7 @@ def real_health(dataset: Dataset, real: dict, ref: dict, cfg: FullEvalConfig) ->
 
 
 def real_flicker(dataset: Dataset) -> float:
-    """metrics.flicker over the real test blocks (each block on its own, weighted by its length)."""
+    """stats.flicker over the real test blocks (each block on its own, weighted by its length)."""
     values = [(mt.flicker(np.asarray(dataset.frames[b:e])), e - b - 2) for b, e in dataset.blocks("test") if e - b >= 3]
     total = sum(n for _, n in values)
     return sum(v * n for v, n in values) / total if total else float("nan")
@@ -260,7 +260,7 @@ def evaluate_full(model, ckpt: dict, dataset: Dataset, cfg: FullEvalConfig | Non
     cfg = (cfg or FullEvalConfig()).validate()
     model.eval()
     windows = cfg.max_windows or likelihood_windows(dataset, model.window)
-    result = {"likelihood": mt.evaluate_model(model, dataset, "test", cfg.samples, cfg.batch_size, cfg.seed,
+    result = {"likelihood": evaluate_model(model, dataset, "test", cfg.samples, cfg.batch_size, cfg.seed,
                                               windows, device)}
     net, ref = load_or_train(dataset, cfg.evalnet, device=device, log=log)
     names = (dataset.meta.get("poses") or {}).get("joint_names")

@@ -129,3 +129,9 @@ def test_prepare_video_and_mocap_from_the_command_line(tmp_path, capsys):
     assert code == 2 and "separate datasets" in err and not (tmp_path / "x").exists()
     code, _, err = cli(capsys, "prepare", tmp_path / "nope.mp4", "--out", tmp_path / "x")
     assert code == 2 and "does not exist" in err
+
+
+def test_compare_splits_shared_and_per_model_loop_settings():
+    from discodance.cli import _split_train_sets
+    shared, own = _split_train_sets(["lr=1e-3", "code-prior:batch_size=32", "gumbel-vae:eval_every=50"])
+    assert shared == {"lr": "1e-3"} and own == {"code-prior": {"batch_size": "32"}, "gumbel-vae": {"eval_every": "50"}}

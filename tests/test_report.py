@@ -90,6 +90,8 @@ def test_an_interrupted_compare_resumes_without_retraining(report, tmp_path):
     (["--models", "gan", "--set", "vrnn:latent=3"], "not in --models"),
     (["--models", "gan", "--set", "latent=3"], "MODEL:key=value"),
     (["--models", "gan", "--minutes", "0"], "must be > 0"),
+    (["--models", "gan", "--train-set", "vrnn:lr=1e-3"], "--train-set names model(s) not in --models"),
+    (["--models", "gan", "--horizons", "16,2"], "horizons must be within"),
     (["--models", "gan", "--out", "{existing}"], "already exists"),
 ])
 def test_compare_rejects_bad_input_in_one_line(tmp_path, capsys, args, message):

@@ -140,7 +140,7 @@ def cmd_evaluate(args) -> None:
     if args.full:
         from .evaluation.full import FullEvalConfig, evaluate_full
         require(args.split == "test", "--full evaluates on the test split only")
-        cfg = FullEvalConfig(rollouts=args.rollouts, samples=args.samples, batch_size=args.batch_size,
+        cfg = FullEvalConfig(rollouts=args.rollouts, samples=args.samples, batch_size=args.batch_size, horizons=args.horizons,
                              max_windows=args.max_windows, seed=args.seed)
         run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
         result = evaluate_full(model, ckpt, dataset, cfg, device, run_dir=run_dir,
@@ -164,15 +164,34 @@ def _model_sets(pairs: list[str] | None) -> dict[str, dict[str, str]]:
     return out
 
 
+def _split_train_sets(pairs: list[str] | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """--train-set key=value (every run) and MODEL:key=value (that model's runs) apart."""
+    shared = [p for p in pairs or [] if p.partition("=")[0].partition(":")[0] not in MODELS]
+    own = [p for p in pairs or [] if p not in shared]
+    return parse_overrides(shared), _model_sets(own)
+
+
+def _horizons(text: str) -> tuple[int, ...]:
+    """'16,64,256' -> (16, 64, 256): rollout lengths at which quality is measured."""
+    try:
+        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not values or values[0] < 4 or values[-1] > 100_000:
+        raise argparse.ArgumentTypeError(f"horizons must be within 4 .. 100000 frames, got {text!r}")
+    return values
+
+
 def cmd_compare(args) -> None:
     from .compare import CompareConfig, run_compare
     from .evaluation.full import FullEvalConfig
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    train_sets, model_train_sets = _split_train_sets(args.train_set)
     cfg = CompareConfig(data=args.data, models=models, out=args.out, minutes=args.minutes, seeds=args.seeds,
-                        steps=args.steps, model_sets=_model_sets(args.set),
-                        train_sets=parse_overrides(args.train_set), prior_share=args.prior_share,
+                        steps=args.steps, model_sets=_model_sets(args.set), train_sets=train_sets,
+                        model_train_sets=model_train_sets, prior_share=args.prior_share,
                         device=args.device, overwrite=args.overwrite,
-                        evaluation=FullEvalConfig(rollouts=args.rollouts, samples=args.samples))
+                        evaluation=FullEvalConfig(rollouts=args.rollouts, samples=args.samples, horizons=args.horizons))
     result = run_compare(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     _emit(result, args.json, lambda r: print(f"report: {r['report']}"))
 
@@ -296,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--full", action="store_true",
                    help="also roll out and measure frame/motion quality, rollout health and cost (docs/evaluation.md)")
     e.add_argument("--rollouts", type=_positive_int, default=32, help="--full: sequences rolled out (default 32)")
+    e.add_argument("--horizons", type=_horizons, default=(16, 64, 256),
+                   help="--full: rollout lengths measured, comma-separated (default 16,64,256)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
 
@@ -307,10 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="report folder to create")
     c.add_argument("--steps", type=_positive_int, default=None, help="also stop each run after this many steps")
     c.add_argument("--set", action="append", metavar="MODEL:KEY=VALUE", help="model setting, e.g. gan:noise=16 (repeatable)")
-    c.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="training-loop setting for every run")
+    c.add_argument("--train-set", action="append", metavar="[MODEL:]KEY=VALUE",
+                   help="training-loop setting for every run, or with MODEL: for that model's runs (repeatable)")
     c.add_argument("--prior-share", type=_positive_float, default=0.25,
                    help="code-prior: share of its budget for the prior; its base gumbel-vae gets the rest")
     c.add_argument("--rollouts", type=_positive_int, default=32, help="sequences rolled out per run (default 32)")
+    c.add_argument("--horizons", type=_horizons, default=(16, 64, 256),
+                   help="rollout lengths measured, comma-separated (default 16,64,256)")
     c.add_argument("--samples", type=_positive_int, default=32,
                    help="importance samples of the likelihood (default 32; evaluate uses 100)")
     c.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")

@@ -47,7 +47,8 @@ class CompareConfig:
     seeds: int = 1                                   # seeds 0 .. seeds-1
     steps: int | None = None                         # optional step cap on top of the minutes
     model_sets: dict[str, dict[str, str]] = field(default_factory=dict)   # model -> {key: value}
-    train_sets: dict[str, str] = field(default_factory=dict)              # training-loop settings
+    train_sets: dict[str, str] = field(default_factory=dict)              # training-loop settings of every run
+    model_train_sets: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> its own loop settings
     prior_share: float = 0.25                        # code-prior: share of its budget for the prior stage
     device: str = "auto"
     overwrite: bool = False
@@ -70,15 +71,22 @@ class CompareConfig:
         self._check_settings()
         return self
 
+    def loop_settings(self, model: str) -> dict[str, str]:
+        """The training-loop settings of `model`'s runs: every run's, then its own on top."""
+        return {**self.train_sets, **self.model_train_sets.get(model, {})}
+
     def _check_settings(self) -> None:
         """Every --set and --train-set value, and every model's size, before any work starts."""
         from .config import TrainConfig, from_dict
         from .limits import check_model_size
         from .models import model_config
-        frame_size = load_dataset(self.data).frame_size
-        from_dict(TrainConfig, {"steps": self.steps or 1, "minutes": self.minutes, **self.train_sets}).validate()
         models = set(self.models) | ({"gumbel-vae"} if "code-prior" in self.models else set())
+        stray = [m for m in self.model_train_sets if m not in models]
+        require(not stray, f"--train-set names model(s) not in --models: {', '.join(stray)}")
+        frame_size = load_dataset(self.data).frame_size
         for model in sorted(models):
+            from_dict(TrainConfig, {"steps": self.steps or 1, "minutes": self.minutes,
+                                    **self.loop_settings(model)}).validate()
             sets = dict(self.model_sets.get(model, {}))
             if model == "code-prior":  # its base run does not exist yet: check against a default base
                 sets.pop("base_run", None)
@@ -100,7 +108,7 @@ def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: flo
     cmd = [sys.executable, "-m", "discodance.cli", "train", "--data", str(cfg.data), "--model", model,
            "--out", str(out), "--minutes", f"{minutes:.6g}", "--seed", str(seed), "--device", cfg.device,
            "--no-progress", "--overwrite", *_set_args({**cfg.model_sets.get(model, {}), **extra}, "--set"),
-           *_set_args(cfg.train_sets, "--train-set")]
+           *_set_args(cfg.loop_settings(model), "--train-set")]
     if cfg.steps:
         cmd += ["--steps", str(cfg.steps)]
     log_path = logs / f"{out.name}.log"
@@ -251,6 +259,7 @@ def write_report(cfg: CompareConfig, work: Path, rows: list[dict], results: dict
                      ["model"])
     settings = {"data": str(Path(cfg.data).resolve()), "models": list(cfg.models), "minutes": cfg.minutes,
                 "seeds": cfg.seeds, "steps": cfg.steps, "model_sets": cfg.model_sets, "train_sets": cfg.train_sets,
+                "model_train_sets": cfg.model_train_sets,
                 "prior_share": cfg.prior_share, "evaluation": results[cfg.models[0]][0]["settings"]}
     report.write_json(work / "results.json", {"settings": settings, "reference": reference,
                                               "evalnet": {k: v for k, v in ref.items() if k not in ("reference_features", "joints")},

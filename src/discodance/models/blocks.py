@@ -27,11 +27,12 @@ from ..errors import require
 
 
 # ----------------------------------------------------------------------------- noise
-def noise(draw, shape, generator: torch.Generator | None) -> torch.Tensor:
-    """float32 noise from `draw` (torch.rand or torch.randn) on the generator's device: CPU by
-    default, so a seed gives the same numbers on every device. The one place noise is drawn."""
+def noise(draw, shape, generator: torch.Generator | None, dtype=torch.float32) -> torch.Tensor:
+    """Noise from `draw` (torch.rand, torch.randn, or partial(torch.randint, low, high) with an
+    integer dtype) on the generator's device: CPU by default, so a seed gives the same numbers on
+    every device. The one place noise is drawn."""
     device = generator.device if generator is not None else torch.device("cpu")
-    return draw(shape, generator=generator, device=device, dtype=torch.float32)
+    return draw(shape, generator=generator, device=device, dtype=dtype)
 
 
 def uniform_open(shape, generator: torch.Generator | None) -> torch.Tensor:

@@ -48,7 +48,6 @@ the frozen VAE is part of this model's state dict, so the code-prior run is self
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +58,8 @@ from ..checkpoint import load_checkpoint
 from ..config import from_dict
 from ..errors import require
 from .base import DanceModel
-from .blocks import check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood, mlp, sample_one_hot
+from .blocks import (check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood, importance_chunks,
+                     iwae_bound, mlp, sample_one_hot)
 from .code_cache import ContextCache
 from .code_transformer import CodeTransformer, corrupt_codes, sample_codes
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
@@ -273,9 +273,8 @@ class CodePrior(DanceModel):
         target = batch[:, first:first + T]                                       # (B, T, H, W) frames decoded from z_t
         log_q, base = logits.log_softmax(-1), self.vae.prior_logits.float().log_softmax(-1)
         B = len(batch)
-        log_w, nelbo, nelbo_base, kls, iou = [], [], [], [], []
-        for s0 in range(0, samples, chunk):
-            n = min(chunk, samples - s0)
+
+        def draw(n: int) -> dict[str, torch.Tensor]:                            # each (B, n)
             lq, x = log_q.repeat_interleave(n, 0), target.repeat_interleave(n, 0)
             z = sample_one_hot(lq, generator)                                    # (B*n, T, N, K)
             trans = self.sequence_logits(z.argmax(-1)).float().log_softmax(-1)   # (B*n, T-s, N, K)
@@ -283,16 +282,16 @@ class CodePrior(DanceModel):
             ll = frame_log_likelihood(self.vae.decode(z.flatten(0, 1)), x.flatten(0, 1)).view(-1, T)
             kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                         # (B*n, T)
             kl_base = (lq.exp() * (lq - base)).sum((-2, -1))
-            log_w.append((ll + (z * (log_p - lq)).sum((-2, -1))).sum(1).view(B, n))
-            nelbo.append((kl - ll).sum(1).view(B, n))
-            nelbo_base.append((kl_base - ll).sum(1).view(B, n))
-            kls.append(kl.sum(1).view(B, n))
             z_last = sample_one_hot(trans[:, -1], generator)                     # predicted from real history
-            iou.append(frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n))
-        log_w, nelbo, nelbo_base, kls, iou = (torch.cat(t, 1) for t in (log_w, nelbo, nelbo_base, kls, iou))
-        iwae = -(torch.logsumexp(log_w, 1) - math.log(samples)) / T
-        return {"nelbo": nelbo.mean(1) / T, "iwae": iwae, "kl": kls.mean(1) / T,
-                "rec": (nelbo - kls).mean(1) / T, "nelbo_base": nelbo_base.mean(1) / T, "iou": iou.mean(1)}
+            return {"log_w": (ll + (z * (log_p - lq)).sum((-2, -1))).sum(1).view(B, n),
+                    "nelbo": (kl - ll).sum(1).view(B, n), "nelbo_base": (kl_base - ll).sum(1).view(B, n),
+                    "kl": kl.sum(1).view(B, n),
+                    "iou": frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n)}
+
+        d = importance_chunks(samples, chunk, draw)
+        return {"nelbo": d["nelbo"].mean(1) / T, "iwae": iwae_bound(d["log_w"]) / T, "kl": d["kl"].mean(1) / T,
+                "rec": (d["nelbo"] - d["kl"]).mean(1) / T, "nelbo_base": d["nelbo_base"].mean(1) / T,
+                "iou": d["iou"].mean(1)}
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()

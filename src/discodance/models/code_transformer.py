@@ -26,11 +26,13 @@ cost one position's work; rollouts of any length slide the context window (see `
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import gumbel_noise
+from .blocks import gumbel_noise, noise
 
 KV = tuple[torch.Tensor, torch.Tensor]   # one layer's cached keys and values, each (B, heads, S, D/heads)
 
@@ -174,7 +176,6 @@ def corrupt_codes(codes: torch.Tensor, rate: float, classes: int, generator: tor
     corrupted sequences); the uniforms are drawn on the generator's device."""
     if rate <= 0:
         return codes
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(codes.shape, generator=generator, device=gen_device).to(codes.device)
-    noise = torch.randint(0, classes, codes.shape, generator=generator, device=gen_device).to(codes.device)
-    return torch.where(u < rate, noise, codes)
+    u = noise(torch.rand, codes.shape, generator).to(codes.device)
+    random = noise(partial(torch.randint, 0, classes), codes.shape, generator, torch.int64).to(codes.device)
+    return torch.where(u < rate, random, codes)

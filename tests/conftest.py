@@ -19,6 +19,16 @@ def _own_cache_folder(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of small-tensor tests."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """300 frames of the built-in dancer at 32x32 (two clips)."""

@@ -14,12 +14,7 @@ N_VAR, K, LAG = 2, 4, 5
 TABLE = torch.tensor([[1, 2, 3, 0], [2, 0, 3, 1]])   # z_t,n = TABLE[n, z_t-5,n]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster and steadier
 
 
 def prior(arch, **extra):

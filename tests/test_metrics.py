@@ -11,12 +11,7 @@ from discodance.evaluation import motion as ft
 from discodance.evaluation import stats as mt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster and steadier
 
 
 # ----------------------------------------------------------------------------- Fréchet distance

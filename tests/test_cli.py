@@ -135,3 +135,18 @@ def test_compare_splits_shared_and_per_model_loop_settings():
     from discodance.cli import _split_train_sets
     shared, own = _split_train_sets(["lr=1e-3", "code-prior:batch_size=32", "gumbel-vae:eval_every=50"])
     assert shared == {"lr": "1e-3"} and own == {"code-prior": {"batch_size": "32"}, "gumbel-vae": {"eval_every": "50"}}
+
+
+def test_demo_end_to_end_on_a_tiny_budget(tmp_path, capsys):
+    """The whole demo (dancer, gumbel-vae, transformer prior, evaluation, both dances) in seconds."""
+    out = tmp_path / "demo"
+    code, stdout, err = cli(capsys, "demo", "--out", out, "--minutes", "0.03", "--frames", "500")
+    assert code == 0, err
+    for name in ("samples.gif", "chain.gif", "real.gif", "strip.png", "chain_strip.png", "checkpoint.pt",
+                 "prior/checkpoint.pt", "data/frames.npy"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["prior"]["train_steps"] >= 1 and metrics["rollout"]["samples_motion"]["dancer_area"] > 0
+    assert "transformer prior" in stdout and "chain" in stdout
+    code, stdout, err = cli(capsys, "generate", out / "prior", "--out", tmp_path / "g", "--steps", "4", "--num", "2")
+    assert code == 0, err

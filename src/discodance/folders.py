@@ -29,7 +29,8 @@ ASIDE_PREFIX = ".replaced-"
 # when they match these names' temporaries: ".<name>.tmp", ".<name>.tmp<suffix>").
 KNOWN_ENTRIES = {
     "run": {"config.json", "metrics.jsonl", "checkpoint.pt", "metrics.json", "samples.gif", "samples.mp4",
-            "strip.png", "real.gif", "frames.npy", "data", "train.json", "evaluation.json", "codes"},
+            "strip.png", "real.gif", "frames.npy", "data", "train.json", "evaluation.json", "codes",
+            "prior", "chain.gif", "chain.mp4", "chain_strip.png"},  # the demo's prior run and chain dances
     "dataset": {"frames.npy", "poses.npy", "meta.json"},
     "report": {"index.html", "results.json", "results.csv", "summary.csv", "training.png", "horizons.png",
                "gifs", "strips", "runs", "logs", "compare.json"},

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import CHECKPOINT, LOG, MetricsLog, load_checkpoint, save_checkpoint, truncate_log
@@ -35,6 +34,7 @@ from .folders import LOCK_NAME, FolderLock, Replacement, check_target
 from .limits import check_model_size
 from .evaluation.likelihood import evaluate_model, load_windows
 from .models import build_model, model_config
+from .progress import progress_bar
 from .runs import init_distributed
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run stops
@@ -276,8 +276,8 @@ def _run_loop(run: Run, stop_at: int | None, progress: bool, model_name: str) ->
     starts = run.dataset.window_starts("train", window)
     require(len(starts) > 0, f"split 'train' of {run.dataset.path} has no run of {window} consecutive frames")
     local = rank_slice(cfg.batch_size, run.rank, run.world)
-    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress or run.rank != 0,
-               desc=f"train {model_name}", unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=cfg.steps, initial=run.step, enabled=progress and run.rank == 0,
+                       desc=f"train {model_name}", unit="step")
     t_start = time.perf_counter() - run.elapsed
     t_log = time.perf_counter()
     while not run.stopping():

@@ -19,15 +19,14 @@ binarized to 0/255.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from ..errors import DiscodanceError, require
+from ..progress import progress_bar, say
 from .crop import MaskSpill, smooth_boxes
 from .dataset import DatasetWriter, check_budget, check_frame_size
 from .method import Method
@@ -154,8 +153,8 @@ def make_method(name: str, *, invert: bool = False, **options) -> Method:
 # ----------------------------------------------------------------------------- one clip
 def _masks(clip: Clip, method: Method, progress: bool, keypoints: list) -> Iterator[np.ndarray]:
     """Full-resolution dancer masks of a clip; keypoints of each frame appended to `keypoints`."""
-    bar = tqdm(clip.frames(gray=method.gray), total=clip.est_frames, unit="frame",
-               desc=f"{clip.name} [{method.name}]", disable=not progress, file=sys.stderr)
+    bar = progress_bar(clip.frames(gray=method.gray), total=clip.est_frames, unit="frame",
+                       desc=f"{clip.name} [{method.name}]", enabled=progress)
     sy, sx = clip.scale
     for frame in bar:
         mask, points = method(frame)
@@ -168,8 +167,7 @@ def _check_found(clip: Clip, method: Method, found: int, total: int) -> None:
     require(found > 0, f"{clip.path}: no person found in any of its {total} frames "
                        f"(method {method.name!r}); is there a dancer in view?")
     if found < total:
-        tqdm.write(f"warning: {clip.path}: no dancer found in {total - found} of {total} frames "
-                   "(left empty)", file=sys.stderr)
+        say(f"warning: {clip.path}: no dancer found in {total - found} of {total} frames (left empty)")
 
 
 def _full_frames(clip, method, progress, keypoints) -> Iterator[np.ndarray]:

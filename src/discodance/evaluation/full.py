@@ -88,7 +88,7 @@ def real_reference(dataset: Dataset, net, ref: dict, cfg: FullEvalConfig, device
         seg = {k: v[inv].reshape(len(starts), L, *v.shape[1:]) for k, v in emb.items()}
         seg["frames"] = np.asarray(dataset.frames[idx]).reshape(len(starts), L, *dataset.frame_size)
         out[split] = seg
-    test_idx = np.concatenate([np.arange(b, e) for b, e in dataset.blocks("test")])
+    test_idx = dataset.indices("test")
     out["test_frames"] = net.embed(dataset.frames[test_idx], device=device)
     return out
 

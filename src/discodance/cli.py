@@ -89,12 +89,12 @@ def cmd_prepare(args) -> None:
     if all(motion):
         path = prepare_mocap(sources, args.out, size=size, fps=args.fps or 30.0, view=args.view,
                              overwrite=args.overwrite, center=args.center, scale=args.scale,
-                             max_gap=args.max_gap)
+                             max_gap=args.max_gap, force=args.force)
     else:
         from .data.silhouette import prepare
         path = prepare(sources, args.out, method=args.method, masks=args.masks, size=size, fps=args.fps,
                        start=args.start, end=args.end, stride=args.stride, crop=not args.no_crop,
-                       overwrite=args.overwrite, invert=args.invert)
+                       overwrite=args.overwrite, invert=args.invert, force=args.force)
     from .data.dataset import load_dataset
     info = load_dataset(path).describe()
     print(f"wrote {info['frames']} frames of {info['frame_size'][0]}x{info['frame_size'][1]} "
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", type=_positive_float, default=1.0, help="mocap: multiply positions to get metres")
     r.add_argument("--max-gap", type=int, default=5, help="keypoints: longest gap (frames) to interpolate")
     r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--force", action="store_true",
+                   help="keep the dataset even when the check after preparing says it looks broken")
     r.set_defaults(func=cmd_prepare)
 
     t = sub.add_parser("train", help="train a model on a dataset")

@@ -224,8 +224,8 @@ class DatasetWriter:
     """
 
     def __init__(self, out: str | Path, height: int, width: int, *, overwrite: bool = False,
-                 fractions=DEFAULT_FRACTIONS):
-        self.out = Path(out)
+                 fractions=DEFAULT_FRACTIONS, check: bool = False, force: bool = False):
+        self.out, self.check, self.force = Path(out), check, force  # check: the gate (gate.py) before finishing
         require(height >= 1 and width >= 1, f"frame size must be positive, got {height}x{width}")
         check_target(self.out, "dataset", overwrite=overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -290,12 +290,26 @@ class DatasetWriter:
                 "units": pose_units, "axes": pose_axes},
             "extra": extra or {},
         }
+        if self.check:
+            meta["extra"]["check"] = self._gate()
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         (self.tmp / _PID_FILE).unlink(missing_ok=True)
         os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp made it 0700; a dataset is a normal folder
         swap_in(self.tmp, self.out)  # an old dataset (checked in __init__) goes only now
         self.done = True
         return self.out
+
+    def _gate(self) -> dict:
+        """Measure the written frames; refuse (nothing is put in place) when they look broken."""
+        from ..progress import say
+        from .gate import inspect, problems, summary
+        stats = inspect(np.load(self.tmp / "frames.npy", mmap_mode="r"), self.clips)
+        found = problems(stats)
+        if found and not self.force:  # one line: what is wrong, and that nothing was written
+            raise DiscodanceError(f"the prepared silhouettes look broken ({'; '.join(found)}): nothing was written; "
+                                  "check the input and its settings, or pass --force to keep them")
+        say(summary(stats))
+        return stats
 
     def abort(self) -> None:
         for appender in (self.frames, self.poses):

@@ -340,7 +340,7 @@ def _clip(motion: Motion, fps: float, yaw: float, size: tuple[int, int], center:
 def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
                   overwrite: bool = False, center: str = "follow", scale: float = 1.0,
                   max_gap: int = 5, keypoint_fps: float | None = None,
-                  joint_names=None, joint_parents=None) -> Path:
+                  joint_names=None, joint_parents=None, force: bool = False) -> Path:
     """Motion files (.bvh, .npy, .npz, .json) -> one silhouette dataset, one clip per file.
 
     Each file is resampled to `fps`, projected from `view` ('front', 'side', 'back' or a yaw in
@@ -361,7 +361,7 @@ def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
     total = sum(len(resample(m.positions[:, :1], m.fps or fps, fps)) for m in motions)
     check_budget(out, total, *size, working_bytes=_drawing_bytes(size))
     first, clips, used = None, [], set()
-    with DatasetWriter(out, *size, overwrite=overwrite) as writer:
+    with DatasetWriter(out, *size, overwrite=overwrite, check=True, force=force) as writer:  # gate.py
         for path, motion in zip(paths, motions):
             layout, poses, chunks, framing = _clip(motion, fps, yaw, size, center)
             require(first is None or layout == first, f"{path}: its skeleton ({len(layout[0])} joints, "

@@ -233,11 +233,13 @@ def _open_all(paths, fps, start, end, stride, max_height) -> list[Clip]:
 def prepare(sources, out, *, method: str = "segment", masks: bool = False,
             size: tuple[int, int] = (64, 64), fps: float | None = None, start: float | None = None,
             end: float | None = None, stride: int = 1, crop: bool = True, overwrite: bool = False,
-            invert: bool = False, progress: bool = True, method_options: dict | None = None) -> Path:
+            invert: bool = False, progress: bool = True, method_options: dict | None = None,
+            force: bool = False) -> Path:
     """Videos and/or image folders -> a silhouette dataset at `out`, one clip per source.
 
     All sources share one frame rate (videos are resampled to the first source's, or to
-    `fps`) and, with crop=False, must share one frame size. Returns the dataset path.
+    `fps`) and, with crop=False, must share one frame size. The gate (gate.py) refuses silhouettes
+    that look broken unless `force`. Returns the dataset path.
     """
     require(masks or method in METHODS,
             f"unknown silhouette method {method!r}; choose from {', '.join(METHODS)}")
@@ -258,7 +260,7 @@ def prepare(sources, out, *, method: str = "segment", masks: bool = False,
                  what="--size" if crop else "source frame size (--no-crop)")
     name = "masks" if masks else method
     make_method(name, invert=invert, **(method_options or {})).close()  # fail fast on a missing extra
-    with DatasetWriter(out, *size, overwrite=overwrite) as writer:
+    with DatasetWriter(out, *size, overwrite=overwrite, check=True, force=force) as writer:  # gate.py
         info, used = [], None
         for clip in clips:
             used = make_method(name, invert=invert, **(method_options or {}))

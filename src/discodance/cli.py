@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="built-in dancer -> gumbel-vae + transformer prior -> evaluate -> dancing GIFs, in minutes on a CPU")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     d.add_argument("--minutes", type=_positive_float, default=5.0,
-                   help="training budget in minutes, both models (default 5: 70%% for the VAE, 30%% for the prior)")
+                   help="training budget in minutes, both models (default 5: at most 55%% for the VAE, 45%% for the prior)")
     d.add_argument("--frames", type=_positive_int, default=5000, help="frames of the built-in dancer (default 5000)")
     d.add_argument("--seed", type=_seed, default=0)
     d.add_argument("--device", default="auto")

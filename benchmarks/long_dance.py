@@ -61,13 +61,13 @@ def main() -> None:
     real, take = real_take(dataset, int(seeds[0]), len(gen))
     out = Path(args.out)
     seconds = len(gen) / dataset.fps
-    grid = side_by_side(gen, real, (f"generated ({len(gen)} frames, {seconds:.0f} s)", f"real take {take} (looped)"))
+    grid = side_by_side(gen, real, (f"generated {seconds:.0f} s", f"real {take}"[:20]))
     write_gif(out.with_suffix(".gif"), grid, dataset.fps)
     sheet = grid[::25][:40]                                                  # every 25th frame, 10 per row
     rows = [np.concatenate(list(sheet[i:i + 10]), axis=1) for i in range(0, len(sheet) - len(sheet) % 10 or 1, 10)]
     Image.fromarray(np.concatenate(rows, axis=0)).save(out.with_suffix(".png"))
     quarter = len(gen) // 4
-    health = {"run": str(args.run), "steps": args.steps, "fps": dataset.fps, "seed_frame": int(seeds[0]), "take": take,
+    health = {"run": Path(args.run).name, "steps": args.steps, "fps": dataset.fps, "seed_frame": int(seeds[0]), "take": take,
               "first_quarter": motion_summary(gen[None, :quarter]), "last_quarter": motion_summary(gen[None, -quarter:]),
               "real_take": motion_summary(real[None, :quarter])}
     out.with_suffix(".json").write_text(json.dumps(health, indent=2))

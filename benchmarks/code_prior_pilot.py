@@ -5,7 +5,7 @@
    (implausible share, frame Fréchet distance, flicker, jitter): what a perfect prior over each
    kind of code would score on this base run.
 2. Long rollouts and speed (`--runs RUN ...`): 32 rollouts of 1,024 frames measured at horizons
-   16/64/256/1,024 (quality.rollout_metrics), and rollout frames/s at batch 1 (256 steps) and at
+   16/64/256/1,024 (evaluation.full.rollout_metrics), and rollout frames/s at batch 1 (256 steps) and at
    batch 64 (64 steps).
 
     OMP_NUM_THREADS=1 python benchmarks/code_prior_pilot.py --data DATA --base runs/vae --runs runs/vae runs/prior
@@ -19,15 +19,16 @@ import time
 import numpy as np
 import torch
 
+from discodance.checkpoint import load_checkpoint
+from discodance.data.batches import seed_starts
+from discodance.data.dataset import load_dataset
 from discodance.evaluation import motion as ft
 from discodance.evaluation import stats as mt
-from discodance.data.dataset import load_dataset
 from discodance.evaluation.evalnet import load_or_train
-from discodance.generate import seed_starts
+from discodance.evaluation.full import FullEvalConfig, implausible_flags, real_reference, rollout_metrics, timed_rollouts
+from discodance.models import load_model as model_from_checkpoint
 from discodance.models.blocks import sample_one_hot
 from discodance.models.code_prior import smooth_codes
-from discodance.evaluation.full import FullEvalConfig, implausible_flags, real_reference, rollout_metrics, timed_rollouts
-from discodance.train import load_checkpoint, model_from_checkpoint
 
 
 def measure(net, ref, real, seqs: list[np.ndarray]) -> dict:

@@ -97,3 +97,17 @@ def test_no_function_is_longer_than_sixty_lines():
                 if node.end_lineno - node.lineno + 1 > 60:
                     long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_every_benchmark_imports_names_that_exist():
+    """Benchmarks are not run by the suite; a moved helper must not break them silently."""
+    import importlib
+    import importlib.util
+    missing = []
+    for path in sorted((PACKAGE.parents[1] / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("discodance"):
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert not missing, missing

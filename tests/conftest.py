@@ -33,7 +33,7 @@ def one_thread():
 def tiny_data(tmp_path_factory) -> Path:
     """300 frames of the built-in dancer at 32x32 (two clips)."""
     import numpy as np
-    from discodance.data.dataset import write_dataset
+    from discodance.data.writer import write_dataset
     from discodance.data.synthetic import make_dancer
     frames, poses, _ = make_dancer(300, 32, 32, seed=3)
     out = tmp_path_factory.mktemp("data") / "tiny"

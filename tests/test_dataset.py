@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from discodance.data.dataset import DatasetWriter, load_dataset, split_clip, write_dataset
+from discodance.data.dataset import load_dataset, split_clip
+from discodance.data.writer import DatasetWriter, write_dataset
 from discodance.errors import DiscodanceError
 
 

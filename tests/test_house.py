@@ -78,7 +78,7 @@ def test_every_module_imports_in_a_fresh_interpreter():
 
 
 def test_help_and_dataset_info_do_not_import_torch(tmp_path):
-    from discodance.data.dataset import write_dataset
+    from discodance.data.writer import write_dataset
     import numpy as np
     data = write_dataset(tmp_path / "d", np.zeros((20, 8, 8), np.uint8), fps=24, source="test")
     probe = ("import sys\nfrom discodance.cli import main\ncode = main(sys.argv[1:])\n"

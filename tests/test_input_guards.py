@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from discodance.cli import main
-from discodance.data.dataset import load_dataset, write_dataset
+from discodance.data.dataset import load_dataset
+from discodance.data.writer import write_dataset
 from discodance.data.keypoints import load_keypoints
 from discodance.data.mocap import load_bvh, prepare_mocap
 
@@ -202,13 +203,13 @@ def test_absurd_frame_size_is_refused_before_any_work(tmp_path, capsys, source, 
 
 @pytest.mark.parametrize("source", [_bvh, _images])
 def test_frames_that_do_not_fit_on_disk_or_in_memory_are_refused(tmp_path, capsys, monkeypatch, source):
-    import discodance.data.dataset as dataset
+    import discodance.data.budget as budget
     path = source(tmp_path)
-    monkeypatch.setattr(dataset, "_free_disk", lambda folder: 1000)
+    monkeypatch.setattr(budget, "free_disk", lambda folder: 1000)
     assert_refused(capsys, ["prepare", path, "--out", tmp_path / "ds", "--method", "threshold"],
                    "are free where", tmp_path / "ds")
-    monkeypatch.setattr(dataset, "_free_disk", lambda folder: None)
-    monkeypatch.setattr(dataset, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(budget, "free_disk", lambda folder: None)
+    monkeypatch.setattr(budget, "available_memory", lambda: 1000)
     assert_refused(capsys, ["prepare", path, "--out", tmp_path / "ds", "--method", "threshold"],
                    "of memory to draw", tmp_path / "ds")
 
@@ -298,7 +299,7 @@ def _edit_meta(**changes):
 
 def _npy_shape(shape):
     def damage(path):
-        from discodance.data.dataset import _npy_header
+        from discodance.data.writer import _npy_header
         data = (path / "frames.npy").read_bytes()
         (path / "frames.npy").write_bytes(_npy_header("|u1", shape) + data[256:])
     return damage

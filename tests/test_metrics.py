@@ -184,7 +184,8 @@ def test_pose_probe_on_the_built_in_dancer_is_accurate_and_cached(tmp_path):
 
 
 def test_without_poses_the_evaluation_network_is_an_autoencoder(tmp_path):
-    from discodance.data.dataset import load_dataset, write_dataset
+    from discodance.data.dataset import load_dataset
+    from discodance.data.writer import write_dataset
     from discodance.data.synthetic import make_dancer
     from discodance.evaluation.evalnet import EvalNetConfig, load_or_train
     frames, _, _ = make_dancer(300, 32, 32, seed=1)

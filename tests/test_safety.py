@@ -216,7 +216,7 @@ def test_info_on_a_plain_folder_says_what_is_missing(tmp_path, capsys):
 
 
 def test_evaluate_with_no_test_windows_is_an_error(tmp_path, capsys, run):
-    from discodance.data.dataset import write_dataset
+    from discodance.data.writer import write_dataset
     from discodance.data.synthetic import make_dancer
     frames, _, _ = make_dancer(40, 32, 32, seed=1)
     short = write_dataset(tmp_path / "short", frames, fps=24, source="test", fractions=(0.95, 0.05, 0.0))

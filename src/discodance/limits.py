@@ -3,10 +3,9 @@ anything is allocated (an allocation error deep inside torch is a traceback, and
 down with it first)."""
 from __future__ import annotations
 
-import os
-
 import torch
 
+from .data.budget import available_memory, human_bytes
 from .errors import DiscodanceError, require
 
 # Training holds each parameter four times (weights, gradients, Adam's two moments), in float32.
@@ -14,32 +13,11 @@ TRAIN_BYTES_PER_PARAMETER = 16
 MAX_PARAMETERS = 2_000_000_000   # far beyond anything these models need, far below an allocator failure
 
 
-def available_memory() -> int:
-    """Bytes this process can still allocate: MemAvailable on Linux, physical memory elsewhere."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 40  # unknown: do not refuse on a guess
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000 or unit == "PB":
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} PB"
-
-
 def require_memory(nbytes: float, what: str, share: float = 0.8) -> None:
     """Refuse when `what` needs more than `share` of the memory available now."""
     free = available_memory()
+    if free is None:  # the system does not say: do not refuse on a guess
+        return
     nbytes = float(min(nbytes, 10 ** 30))  # a 400-digit --steps must not overflow the message
     require(nbytes <= share * free,
             f"{what}: about {human_bytes(nbytes)} of memory needed, but only {human_bytes(free)} is available")

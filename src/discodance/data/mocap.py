@@ -301,7 +301,7 @@ def _check_inputs(paths, size, fps) -> list[Path]:
                 f"{p}: unknown extension {p.suffix!r} (expected one of {', '.join(known)})")
     require(len(size) == 2 and all(int(s) == s and s >= 8 for s in size),
             f"frame size must be two integers >= 8, got {size}")
-    from .dataset import check_frame_size
+    from .budget import check_frame_size
     check_frame_size(int(size[0]), int(size[1]))
     require(np.isfinite(fps) and fps > 0, f"fps must be positive, got {fps}")
     return paths
@@ -350,7 +350,8 @@ def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
     metres) are stored too. A keypoint file without a frame rate is taken to be at `keypoint_fps`,
     or at `fps` when that is None too. All files must share one skeleton.
     """
-    from .dataset import DatasetWriter, check_budget
+    from .budget import check_budget
+    from .writer import DatasetWriter
     from .render import parse_view
 
     paths = _check_inputs(paths, size, fps)

@@ -28,7 +28,8 @@ from scipy import ndimage
 from ..errors import DiscodanceError, require
 from ..progress import progress_bar, say
 from .crop import MaskSpill, smooth_boxes
-from .dataset import DatasetWriter, check_budget, check_frame_size
+from .budget import check_budget, check_frame_size
+from .writer import DatasetWriter
 from .method import Method
 from .segment import Segment
 from .video import Clip, ImageClip, VideoClip, open_source

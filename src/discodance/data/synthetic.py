@@ -213,7 +213,7 @@ def make_dancer(num_frames: int = 5000, height: int = 64, width: int = 64, seed:
 def write_synthetic(out, num_frames=5000, height=64, width=64, seed=0, fps=24.0, overwrite=False):
     """Write the built-in dancer as a dataset folder (one clip)."""
     from ..errors import require
-    from .dataset import write_dataset
+    from .writer import write_dataset
     require(num_frames >= 10, f"--frames must be at least 10, got {num_frames}")
     require(8 <= height <= 1024 and 8 <= width <= 1024, f"--size must be within 8..1024, got {height}x{width}")
     frames, poses, info = make_dancer(num_frames, height, width, seed, fps)

@@ -114,9 +114,9 @@ def _only_data(out: Path, data: Path) -> bool:
 
 def _claim_run_dir(out: Path, data: Path, resume: bool, overwrite: bool) -> Replacement | None:
     """Check (and with overwrite, clear) the run folder; the caller holds its lock. Returns the
-    Replacement holding the old run aside until the new one is complete, if there was one."""
+    Replacement holding the old run aside until the new one is complete, if there was one.
+    (A resumed run's checkpoint was checked by _settings.)"""
     if resume:
-        require((out / CHECKPOINT).is_file(), f"cannot resume: {out / CHECKPOINT} does not exist")
         return None
     return Replacement(out) if _replaces_a_run(out, data, overwrite) else None
 

@@ -65,7 +65,7 @@ def test_changing_a_later_code_never_changes_earlier_logits():
     codes = torch.randint(0, K, (3, 12, N_VAR), generator=torch.Generator().manual_seed(0))
     changed = codes.clone()
     changed[:, 7:] = (changed[:, 7:] + 1) % K
-    a, b = net(codes)[0], net(changed)[0]
+    a, b = net(codes), net(changed)
     torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=0)
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
@@ -74,14 +74,18 @@ def test_key_value_cache_gives_the_logits_of_full_recomputation():
     net = CodeTransformer(N_VAR, K, context=12, width=32, layers=3, heads=4).eval()
     codes = torch.randint(0, K, (3, 12, N_VAR), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        full, _ = net(codes)
-        logits, cache = net(codes[:, :4])                       # a prompt of 4 steps, then one at a time
-        steps = [logits]
-        for t in range(4, 12):
-            logits, cache = net(codes[:, t:t + 1], cache)
-            steps.append(logits)
-        two, _ = net(codes[:, 6:8], net(codes[:, :6])[1])       # several new steps at once
+        full = net(codes)
+        cache = net.new_cache(3)
+        steps = [net(codes[:, :4], cache)]                      # a prompt of 4 steps, then one at a time
+        steps += [net(codes[:, t:t + 1], cache) for t in range(4, 12)]
+        assert cache.length == 12
+        cache = net.new_cache(3)                                # generation's one-position step
+        stepped = [net(codes[:, :4], cache)] + [net.step(codes[:, t], cache)[:, None] for t in range(4, 12)]
+        cache = net.new_cache(3)
+        net(codes[:, :6], cache)
+        two = net(codes[:, 6:8], cache)                         # several new steps at once
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat(stepped, 1), full, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(two, full[:, 6:8], rtol=1e-5, atol=1e-5)
 
 
@@ -97,7 +101,7 @@ def test_sliding_window_rollout_matches_recomputing_each_window():
         for _ in range(30):
             if codes.shape[1] - start > C:                      # the window would overflow: slide
                 start = codes.shape[1] - C // 2
-            logits = net(codes[:, start:])[0][:, -1]
+            logits = net(codes[:, start:])[:, -1]
             codes = torch.cat([codes, logits.argmax(-1)[:, None]], 1)
     assert torch.equal(fast, codes[:, 5:])
     assert net.generate(prompt, 1000, torch.Generator().manual_seed(0)).shape == (2, 1000, N_VAR)

@@ -228,7 +228,7 @@ class CodePrior(DanceModel):
         """Logits of p(z_t | z_<t) for t = first .. T-1 of class indices (B, T, N): (B, T - first, N, K)."""
         if self.config.arch == "mlp":
             return self.transition_logits(F.one_hot(codes, self.vae.config.classes).float())
-        return self.gpt(codes[:, :-1])[0]
+        return self.gpt(codes[:, :-1])
 
     def prior_loss(self, codes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy (B, T - first) in nats of target distributions (B, T - first, N, K) under the

@@ -34,7 +34,14 @@ import torch.nn.functional as F
 
 from .blocks import gumbel_noise, noise
 
-KV = tuple[torch.Tensor, torch.Tensor]   # one layer's cached keys and values, each (B, heads, S, D/heads)
+class KVCache:
+    """Every layer's keys and values of the positions seen so far, preallocated for the whole context
+    so that a generation step writes one position instead of copying the cache (torch.cat)."""
+
+    def __init__(self, layers: int, batch: int, heads: int, context: int, head_width: int, like: torch.Tensor):
+        shape = (layers, batch, heads, context, head_width)
+        self.keys, self.values = like.new_zeros(shape), like.new_zeros(shape)   # (L, B, h, C, d) each
+        self.length = 0                                                         # positions filled
 
 
 class CausalSelfAttention(nn.Module):
@@ -45,13 +52,16 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """x (B, T, D) at positions S .. S+T-1, S = cache.length (0 without a cache); the new keys
+        and values are written into the cache at those positions."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)                                  # (B, T, D) each
-        q, k, v = (t.view(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, h, T, d)
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)       # (B, h, S + T, d)
-        S = k.shape[2] - T                                                      # cached positions before x
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, T, d) each
+        S = 0
+        if cache is not None:
+            S = cache.length
+            cache.keys[layer, :, :, S:S + T], cache.values[layer, :, :, S:S + T] = k, v
+            k, v = cache.keys[layer, :, :, :S + T], cache.values[layer, :, :, :S + T]   # (B, h, S + T, d)
         drop = self.dropout if self.training else 0.0
         if S == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
@@ -61,7 +71,18 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, S + T, dtype=torch.bool, device=x.device).tril(S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).reshape(B, T, D)                                  # (B, T, D)
-        return self.proj(y), (k, v)
+        return self.proj(y)
+
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """forward() for one new position x (B, D) at cache.length, in as few operations as
+        possible: at batch 1 a generation step is bound by per-operation overhead, not arithmetic."""
+        B, D = x.shape
+        S = cache.length
+        q, k, v = F.linear(x, self.qkv.weight, self.qkv.bias).view(B, 3, self.heads, 1, D // self.heads).unbind(1)
+        keys, values = cache.keys[layer], cache.values[layer]                   # (B, h, C, d)
+        keys[:, :, S:S + 1], values[:, :, S:S + 1] = k, v
+        y = F.scaled_dot_product_attention(q, keys[:, :, :S + 1], values[:, :, :S + 1])   # (B, h, 1, d)
+        return F.linear(y.view(B, D), self.proj.weight, self.proj.bias)
 
 
 class Block(nn.Module):
@@ -72,10 +93,17 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width),
                                  nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
-        a, kv = self.attn(self.ln1(x), past)
-        x = x + a
-        return x + self.mlp(self.ln2(x)), kv
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """forward() for one new position (B, D), without module calls (see CausalSelfAttention.step)."""
+        D = x.shape[-1]
+        x = x + self.attn.step(F.layer_norm(x, (D,), self.ln1.weight, self.ln1.bias), cache, layer)
+        up, down = self.mlp[0], self.mlp[2]
+        h = F.gelu(F.linear(F.layer_norm(x, (D,), self.ln2.weight, self.ln2.bias), up.weight, up.bias))
+        return x + F.linear(h, down.weight, down.bias)
 
 
 class CodeTransformer(nn.Module):
@@ -94,21 +122,39 @@ class CodeTransformer(nn.Module):
         self.head = nn.Linear(width, latents * classes)
         self.apply(_init)
 
-    def forward(self, codes: torch.Tensor, past: list[KV] | None = None) -> tuple[torch.Tensor, list[KV]]:
-        """Logits of every next step, and the key/value cache extended by these T steps. With `past`
-        (the cache of the S steps before), codes are steps S .. S+T-1 and only they are computed."""
+    def new_cache(self, batch: int) -> KVCache:
+        """An empty key/value cache for `batch` sequences of up to `context` steps."""
+        heads = self.blocks[0].attn.heads
+        width = self.pos_emb.weight.shape[1]
+        return KVCache(len(self.blocks), batch, heads, self.context, width // heads, self.pos_emb.weight)
+
+    def forward(self, codes: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits of every next step (B, T, N, K). With a cache holding S steps, codes are steps
+        S .. S+T-1: only they are computed, and the cache is extended by them."""
         B, T, N = codes.shape
-        S = 0 if past is None else past[0][0].shape[2]
+        S = 0 if cache is None else cache.length
         assert S + T <= self.context, f"{S + T} steps exceed the context of {self.context}"
-        pos = torch.arange(S, S + T, device=codes.device)                       # (T,)
-        x = self.code_emb(codes + self.offsets).sum(2) + self.pos_emb(pos)      # (B, T, N, D) -> (B, T, D)
+        x = self.code_emb(codes + self.offsets).sum(2) + self.pos_emb.weight[S:S + T]   # (B, T, N, D) -> (B, T, D)
         x = self.drop(x)
-        cache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past is None else past[i])
-            cache.append(kv)
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.length = S + T
         logits = self.head(self.ln_f(x))                                        # (B, T, N*K)
-        return logits.view(B, T, N, self.classes), cache
+        return logits.view(B, T, N, self.classes)
+
+    def step(self, codes: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """forward() for one new step: codes (B, N) at position cache.length -> its logits (B, N, K)."""
+        B, N = codes.shape
+        S = cache.length
+        assert S < self.context, f"{S + 1} steps exceed the context of {self.context}"
+        x = F.embedding_bag(codes + self.offsets, self.code_emb.weight, mode="sum") + self.pos_emb.weight[S]  # (B, D)
+        for i, block in enumerate(self.blocks):
+            x = block.step(x, cache, i)
+        cache.length = S + 1
+        D = x.shape[-1]
+        return F.linear(F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias),
+                        self.head.weight, self.head.bias).view(B, N, self.classes)
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, steps: int, generator: torch.Generator | None = None,
@@ -120,20 +166,20 @@ class CodeTransformer(nn.Module):
         position embeddings restart at 0, as every training window's do) and decoding goes on from
         there, so a step costs one position's work except one re-encode per context // 2 steps.
         """
+        B, P, N = prompt.shape
         keep = max(1, self.context // 2)
-        window = prompt[:, -self.context:]                                      # (B, <= C, N)
-        logits, cache = self(window)
-        out = []
-        for _ in range(steps):
-            nxt = sample_codes(logits[:, -1], generator, temperature, top_k, top_p)   # (B, N)
-            out.append(nxt)
-            window = torch.cat([window, nxt[:, None]], 1)[:, -self.context:]
-            if cache[0][0].shape[2] >= self.context:                            # full: slide and re-encode
-                window = window[:, -keep:]
-                logits, cache = self(window)
+        codes = prompt.new_empty(B, P + steps, N)                               # prompt, then the samples
+        codes[:, :P] = prompt
+        cache = self.new_cache(B)
+        logits = self(prompt[:, -self.context:], cache)[:, -1]                  # (B, N, K)
+        for t in range(P, P + steps):
+            codes[:, t] = sample_codes(logits, generator, temperature, top_k, top_p)
+            if cache.length >= self.context:                                    # full: slide and re-encode
+                cache.length = 0
+                logits = self(codes[:, t + 1 - keep:t + 1], cache)[:, -1]
             else:
-                logits, cache = self(nxt[:, None], cache)
-        return torch.stack(out, 1) if out else prompt.new_zeros(len(prompt), 0, prompt.shape[-1])
+                logits = self.step(codes[:, t], cache)
+        return codes[:, P:]
 
 
 def _init(module: nn.Module) -> None:

@@ -160,7 +160,7 @@ def test_report_opens_in_a_real_browser(browser, report):
 
 def test_compare_and_full_evaluate_have_help(capsys):
     assert main(["compare", "--help"]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())                     # argparse wraps lines anywhere
     assert "usage: discodance compare" in out and "--minutes" in out and "both stages" in out
     assert main(["evaluate", "--help"]) == 0
     assert "--full" in capsys.readouterr().out

@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="train several models on one budget and seeds, evaluate them, write an HTML report")
     c.add_argument("--data", required=True, help="dataset folder")
     c.add_argument("--models", required=True, help=f"comma-separated, from: {', '.join(sorted(MODELS))}")
-    c.add_argument("--minutes", type=_positive_float, required=True, help="training budget per run (code-prior: both stages)")
+    c.add_argument("--minutes", type=_positive_float, required=True, help="training budget per run (two-stage models: both stages)")
     c.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..S-1 per model (default 1)")
     c.add_argument("--out", required=True, help="report folder to create")
     c.add_argument("--steps", type=_positive_int, default=None, help="also stop each run after this many steps")
@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--train-set", action="append", metavar="[MODEL:]KEY=VALUE",
                    help="training-loop setting for every run, or with MODEL: for that model's runs (repeatable)")
     c.add_argument("--prior-share", type=_positive_float, default=0.25,
-                   help="code-prior: share of its budget for the prior; its base gumbel-vae gets the rest")
+                   help="two-stage models (code-prior, vae-lstm-mdn stage=lstm): share of the budget for the "
+                        "second stage; the first stage gets the rest")
     c.add_argument("--rollouts", type=_positive_int, default=32, help="sequences rolled out per run (default 32)")
     c.add_argument("--horizons", type=_horizons, default=(16, 64, 256),
                    help="rollout lengths measured, comma-separated (default 16,64,256)")

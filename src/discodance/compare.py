@@ -4,8 +4,11 @@ evaluate them all with evaluation.full.evaluate_full, and write a report folder 
 Fairness rules:
 - every (model, seed) run gets the same `minutes` of training wall time (and, if given, the same
   step cap), the same data, the same training-loop settings and the same seed;
-- code-prior needs a trained gumbel-vae: its run trains its own base gumbel-vae first, and its
-  budget counts both stages -- the base gets (1 - prior_share) of the minutes, the prior the rest;
+- a two-stage model (code-prior on a gumbel-vae; vae-lstm-mdn stage=lstm, DanceNet's LSTM-MDN on
+  its stage=vae VAE) trains its own first stage, and its budget counts both stages -- the first
+  gets (1 - prior_share) of the minutes, the second the rest. A first stage of another registered
+  model (code-prior's gumbel-vae) takes that model's --set values, so it is the same network as
+  that model's own runs;
 - each run trains in its own process (the `discodance train` command), so one model's memory and
   threads never affect another's, and the operating system reports that process's peak memory;
 - every model rolls out from the same held-out seed frames (generate.seed_starts aligns seeds
@@ -49,7 +52,7 @@ class CompareConfig:
     model_sets: dict[str, dict[str, str]] = field(default_factory=dict)   # model -> {key: value}
     train_sets: dict[str, str] = field(default_factory=dict)              # training-loop settings of every run
     model_train_sets: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> its own loop settings
-    prior_share: float = 0.25                        # code-prior: share of its budget for the prior stage
+    prior_share: float = 0.25                        # two-stage models: share of the budget for the second stage
     device: str = "auto"
     overwrite: bool = False
     evaluation: FullEvalConfig = field(default_factory=FullEvalConfig)
@@ -63,13 +66,22 @@ class CompareConfig:
         require(self.minutes > 0, f"--minutes must be > 0, got {self.minutes}")
         require(self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}")
         require(0 < self.prior_share < 1, f"prior_share must be in (0, 1), got {self.prior_share}")
-        allowed = set(self.models) | ({"gumbel-vae"} if "code-prior" in self.models else set())
+        allowed = set(self.models) | {first[0] for first in map(self.first_stage, self.models) if first}
         stray = [m for m in self.model_sets if m not in allowed]
         require(not stray, f"--set names model(s) not in --models: {', '.join(stray)}")
         check_target(self.out, "report", inputs=[self.data], overwrite=self.overwrite)
         self.evaluation.validate()
         self._check_settings()
         return self
+
+    def first_stage(self, model: str) -> tuple[str, dict[str, str]] | None:
+        """The model name and --set values of `model`'s first stage run, if it has one."""
+        from .models import REGISTRY
+        first = REGISTRY[model].first_stage(self.model_sets.get(model, {}))
+        if first is None:
+            return None
+        name, sets = first
+        return name, {**(self.model_sets.get(name, {}) if name != model else {}), **sets}
 
     def loop_settings(self, model: str) -> dict[str, str]:
         """The training-loop settings of `model`'s runs: every run's, then its own on top."""
@@ -80,17 +92,19 @@ class CompareConfig:
         from .config import TrainConfig, from_dict
         from .limits import check_model_size
         from .models import model_config
-        models = set(self.models) | ({"gumbel-vae"} if "code-prior" in self.models else set())
+        stages = {m: self.first_stage(m) for m in self.models}
+        models = set(self.models) | {first[0] for first in stages.values() if first}
         stray = [m for m in self.model_train_sets if m not in models]
         require(not stray, f"--train-set names model(s) not in --models: {', '.join(stray)}")
         frame_size = load_dataset(self.data).frame_size
         for model in sorted(models):
             from_dict(TrainConfig, {"steps": self.steps or 1, "minutes": self.minutes,
                                     **self.loop_settings(model)}).validate()
+        for model, first in stages.items():
             sets = dict(self.model_sets.get(model, {}))
-            if model == "code-prior":  # its base run does not exist yet: check against a default base
-                sets.pop("base_run", None)
-                sets["base_config"] = to_dict(model_config("gumbel-vae", frame_size, self.model_sets.get("gumbel-vae")))
+            if first:  # the first stage's run does not exist yet: check against its settings
+                check_model_size(first[0], model_config(first[0], frame_size, first[1]))
+                sets["base_config"] = to_dict(model_config(first[0], frame_size, first[1]))
             check_model_size(model, model_config(model, frame_size, sets))
 
 
@@ -99,7 +113,7 @@ def _set_args(pairs: dict[str, str], flag: str) -> list[str]:
     return [f"{flag}={k}={v}" for k, v in pairs.items()]
 
 
-def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: float, extra: dict, logs: Path) -> dict:
+def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: float, sets: dict, logs: Path) -> dict:
     """Train one run in a child process; return its wall time and peak resident memory (as the child
     measured it: the rusage os.wait4 reports would include the parent's memory, which a child
     inherits across fork and execve on Linux)."""
@@ -107,7 +121,7 @@ def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: flo
         return json.loads((out / "train.json").read_text())
     cmd = [sys.executable, "-m", "discodance.cli", "train", "--data", str(cfg.data), "--model", model,
            "--out", str(out), "--minutes", f"{minutes:.6g}", "--seed", str(seed), "--device", cfg.device,
-           "--no-progress", "--overwrite", *_set_args({**cfg.model_sets.get(model, {}), **extra}, "--set"),
+           "--no-progress", "--overwrite", *_set_args(sets, "--set"),
            *_set_args(cfg.loop_settings(model), "--train-set")]
     if cfg.steps:
         cmd += ["--steps", str(cfg.steps)]
@@ -127,14 +141,13 @@ def train_run(cfg: CompareConfig, model: str, seed: int, out: Path, minutes: flo
 
 
 def train_model(cfg: CompareConfig, model: str, seed: int, runs: Path, logs: Path) -> tuple[Path, dict]:
-    """Train `model` with `seed`; code-prior trains its base gumbel-vae first, inside its budget."""
-    run = runs / f"{model}-s{seed}"
-    if model != "code-prior":
-        return run, train_run(cfg, model, seed, run, cfg.minutes, {}, logs)
-    base = runs / f"code-prior-s{seed}.base"
-    base_cfg = CompareConfig(**{**cfg.__dict__, "model_sets": {"gumbel-vae": cfg.model_sets.get("gumbel-vae", {})}})
-    b = train_run(base_cfg, "gumbel-vae", seed, base, cfg.minutes * (1 - cfg.prior_share), {}, logs)
-    p = train_run(cfg, model, seed, run, cfg.minutes * cfg.prior_share, {"base_run": str(base.resolve())}, logs)
+    """Train `model` with `seed`; a two-stage model trains its first stage first, inside its budget."""
+    run, sets, first = runs / f"{model}-s{seed}", cfg.model_sets.get(model, {}), cfg.first_stage(model)
+    if first is None:
+        return run, train_run(cfg, model, seed, run, cfg.minutes, sets, logs)
+    base = runs / f"{model}-s{seed}.base"
+    b = train_run(cfg, first[0], seed, base, cfg.minutes * (1 - cfg.prior_share), first[1], logs)
+    p = train_run(cfg, model, seed, run, cfg.minutes * cfg.prior_share, {**sets, "base_run": str(base.resolve())}, logs)
     return run, {"wall_seconds": b["wall_seconds"] + p["wall_seconds"],
                  "peak_rss_mb": max(filter(None, [b["peak_rss_mb"], p["peak_rss_mb"]]), default=None),
                  "stages": {"base": b, "prior": p}}
@@ -281,7 +294,10 @@ def _notes(cfg: CompareConfig, dataset, ref: dict) -> list[str]:
              f"Evaluation network: {probe}; frame Fréchet floor (train vs test) {ref['fid_floor']:.3g}. "
              f"{cfg.evaluation.rollouts} rollouts of {max(cfg.evaluation.horizons)} frames from held-out seed frames; "
              "motion features on 16-frame segments. See docs/evaluation.md for every definition."]
-    if "code-prior" in cfg.models:
-        notes.append(f"code-prior's budget counts both stages: its own base gumbel-vae trains for "
-                     f"{1 - cfg.prior_share:.0%} of the minutes, the transition prior for the remaining {cfg.prior_share:.0%}.")
+    for model in cfg.models:
+        first = cfg.first_stage(model)
+        if first:
+            stage = first[0] + "".join(f" {k}={v}" for k, v in first[1].items() if k == "stage")
+            notes.append(f"{model}'s budget counts both stages: its own first stage ({stage}) trains for "
+                         f"{1 - cfg.prior_share:.0%} of the minutes, the second for the remaining {cfg.prior_share:.0%}.")
     return notes

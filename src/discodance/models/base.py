@@ -9,6 +9,7 @@
     model.rollout(seed, steps, generator, **options) -> (B, 1 + steps, H, W) frames in [0, 1]
     model.seed_frames                 how many frames rollout() needs as its seed
     cls.complete_config(config), model.load_pretrained()   settings and weights taken from other runs
+    cls.first_stage(sets)             -> (model, sets) of the run a two-stage model trains first, or None
 """
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ class DanceModel(nn.Module):
         """Fill settings that come from other runs before validation (code-prior: its base VAE's
         config from base_run). Most models have none."""
         return config
+
+    @classmethod
+    def first_stage(cls, sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        """For a model that builds on a frozen, separately trained first stage (code-prior on a
+        gumbel-vae, vae-lstm-mdn stage=lstm on a stage=vae run) and was given --set values `sets`
+        without base_run: the registry name and --set values of the run to train first. `compare`
+        trains it inside the model's budget. Most models have no first stage."""
+        return None
 
     def load_pretrained(self) -> None:
         """Load weights this model takes from other runs, once, when a new run starts (code-prior:

@@ -135,6 +135,10 @@ class CodePrior(DanceModel):
             config.base_config = _read_base(config.base_run)["config"]["model_config"]
         return config
 
+    @classmethod
+    def first_stage(cls, sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        return None if sets.get("base_run") else ("gumbel-vae", {})
+
     def __init__(self, config: CodePriorConfig):
         super().__init__(config.validate())
         c = config

@@ -1,0 +1,106 @@
+"""vae-lstm-mdn in DanceNet's two stages: a stage=vae run trains the conv VAE on single frames; a
+stage=lstm run loads it frozen and trains only the LSTM-MDN on each frame's cached latents."""
+import pytest
+import torch
+
+from discodance.checkpoint import load_checkpoint
+from discodance.config import TrainConfig
+from discodance.errors import DiscodanceError
+from discodance.models import REGISTRY, build_model, load_model, model_config
+from discodance.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = {"latent": 6, "lstm_layers": 1, "lstm_hidden": 16, "mixtures": 3, "seq_len": 4, "seed_len": 2,
+         "channels": (8, 16), "hidden": 32}
+LOOP = dict(batch_size=8, eval_every=10, ckpt_every=10, log_every=5, eval_batches=1, warmup_steps=2)
+
+
+def run(data, out, steps, **sets):
+    return train(data, out, "vae-lstm-mdn", {**SMALL, **sets}, TrainConfig(steps=steps, **LOOP), progress=False)
+
+
+@pytest.fixture(scope="module")
+def first_stage(tiny_data, tmp_path_factory):
+    return run(tiny_data, tmp_path_factory.mktemp("stages") / "vae", 12, stage="vae").parent
+
+
+def test_the_first_stage_trains_single_frames_and_has_no_dynamics(first_stage, tiny_data):
+    model = load_model(load_checkpoint(first_stage / "checkpoint.pt"))
+    assert model.window == 1
+    groups = model.optimizer_groups()["model"]
+    assert {id(p) for p in groups} == {id(p) for m in (model.encoder, model.decoder) for p in m.parameters()}
+    out = model.evaluate(torch.rand(3, 1, 32, 32).round(), samples=4, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["nelbo"]).all() and (out["iwae"] <= out["nelbo"] + 1e-4).all()
+    with pytest.raises(DiscodanceError, match="stage=vae run"):
+        model.rollout(torch.zeros(1, 2, 32, 32), 4)
+
+
+def test_the_second_stage_freezes_the_first_stages_vae_and_trains_the_lstm(first_stage, tiny_data, tmp_path):
+    base = load_checkpoint(first_stage / "checkpoint.pt")["model"]
+    ckpt = load_checkpoint(run(tiny_data, tmp_path / "lstm", 12, stage="lstm", base_run=str(first_stage),
+                               channels=(4, 4), latent=99))   # the VAE's settings come from the base run
+    state = ckpt["model"]
+    for key, value in base.items():
+        if key.split(".")[0] in ("encoder", "decoder"):
+            assert torch.equal(state[key], value), key                       # loaded and never trained
+    assert any(not torch.equal(state[k], base[k]) for k in state if k.startswith("lstm."))
+    config = ckpt["config"]["model_config"]
+    assert config["latent"] == 6 and list(config["channels"]) == [8, 16]
+    model = load_model(ckpt)
+    frames = torch.rand(2, 5, 32, 32, generator=torch.Generator().manual_seed(0)).round()
+    out = model.rollout(frames[:, :2], 70, torch.Generator().manual_seed(1))   # decoded in two chunks
+    assert out.shape == (2, 71, 32, 32) and torch.equal(out[:, 0], frames[:, 1])
+    again = model.rollout(frames[:, :2], 70, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+
+
+def test_each_distinct_frame_is_encoded_once_and_latents_match_the_encoder(first_stage):
+    sets = {**SMALL, "stage": "lstm", "base_run": str(first_stage)}
+    model = build_model("vae-lstm-mdn", model_config("vae-lstm-mdn", (32, 32), sets))
+    model.load_pretrained()
+    frames = torch.rand(2, 6, 32, 32, generator=torch.Generator().manual_seed(0)).round()
+    frames[1] = frames[0]                                                    # two identical windows
+    mu, logvar = model.cached_latents(frames)
+    ref_mu, ref_logvar = model.encode(frames)
+    torch.testing.assert_close(mu, ref_mu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logvar, ref_logvar, rtol=1e-5, atol=1e-5)
+    assert model.latent_cache.misses == 6 and model.latent_cache.hits == 6
+    loss, _ = model(frames[:, :4], generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is None for m in (model.encoder, model.decoder) for p in m.parameters())
+    assert all(p.grad is not None for p in model.lstm.parameters())
+
+
+def test_the_second_stage_refuses_a_missing_or_wrong_base(tiny_data, tmp_path):
+    with pytest.raises(DiscodanceError, match="needs a trained first stage"):
+        model_config("vae-lstm-mdn", (32, 32), {**SMALL, "stage": "lstm"})
+    gumbel = train(tiny_data, tmp_path / "g", "gumbel-vae", {"channels": (8, 16), "hidden": 32, "latents": 4,
+                                                              "classes": 5}, TrainConfig(steps=2, **LOOP), progress=False)
+    with pytest.raises(DiscodanceError, match="needs a vae-lstm-mdn stage=vae run"):
+        model_config("vae-lstm-mdn", (32, 32), {**SMALL, "stage": "lstm", "base_run": str(gumbel.parent)})
+
+
+@pytest.mark.parametrize("sets,expected", [
+    ({}, None),                                                              # joint: one stage
+    ({"stage": "lstm", "channels": "8,16", "seq_len": "6"}, ("vae-lstm-mdn", {"stage": "vae", "channels": "8,16"})),
+    ({"stage": "lstm", "base_run": "runs/vae"}, None),                       # the first stage exists
+])
+def test_first_stage_settings(sets, expected):
+    assert REGISTRY["vae-lstm-mdn"].first_stage(sets) == expected
+
+
+def test_compare_trains_the_first_stage_inside_the_budget(tiny_data, tmp_path):
+    from discodance.compare import CompareConfig, train_model
+    sets = {k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in SMALL.items()}
+    cfg = CompareConfig(data=str(tiny_data), models=("vae-lstm-mdn",), out=str(tmp_path / "report"), minutes=1.0,
+                        steps=4, prior_share=0.25, model_sets={"vae-lstm-mdn": {**sets, "stage": "lstm"}},
+                        train_sets={"batch_size": "8", "eval_batches": "1"}).validate()
+    assert cfg.first_stage("vae-lstm-mdn") == ("vae-lstm-mdn", {"stage": "vae", "latent": "6", "channels": "8,16", "hidden": "32"})
+    (tmp_path / "logs").mkdir()
+    run, info = train_model(cfg, "vae-lstm-mdn", 0, tmp_path, tmp_path / "logs")
+    base = load_checkpoint(tmp_path / "vae-lstm-mdn-s0.base" / "checkpoint.pt")
+    second = load_checkpoint(run / "checkpoint.pt")
+    assert base["config"]["model_config"]["stage"] == "vae" and second["config"]["model_config"]["stage"] == "lstm"
+    assert second["config"]["model_config"]["base_run"] == str((tmp_path / "vae-lstm-mdn-s0.base").resolve())
+    assert info["stages"]["base"]["minutes"] == pytest.approx(0.75) and info["stages"]["prior"]["minutes"] == pytest.approx(0.25)

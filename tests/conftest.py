@@ -7,6 +7,18 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+def one_line_error(capsys, argv, *needles):
+    """Run the CLI; assert exit code 2 and exactly one stderr line containing every needle."""
+    from discodance.cli import main
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 # A small, fast model for tests: the protocol is what is under test, not capacity.
 TINY_MODEL = {"channels": (8, 16), "hidden": 32, "latents": 4, "classes": 5}
 

@@ -337,31 +337,6 @@ def test_pose_probe_targets_sit_on_the_drawn_body(shared_data, tmp_path):
     assert json.loads((tmp_path / "d" / "meta.json").read_text())["extra"]["clips"][0]["framing"]["scale"] > 0
 
 
-def _unnamed_z_up_markers(shared_data, tmp_path):
-    """CMU salsa joints as an optical-marker array: no names, shuffled, z up, normalised to [0, 1],
-    2 mm of noise -- drawn without a skeleton it is a flat tangle, not a body."""
-    from discodance.data.mocap import load_motion
-    joints = load_motion(shared_data / "cmu_salsa" / "bvh" / "60_01_scaled.bvh").joints[::4]   # (T, J, 3), 30 fps
-    rng = np.random.default_rng(0)
-    joints = joints[:, rng.permutation(joints.shape[1])]
-    z_up = np.stack([joints[..., 0], -joints[..., 2], joints[..., 1]], -1)
-    lo, hi = z_up.min((0, 1)), z_up.max((0, 1))
-    markers = (z_up - lo) / (hi - lo).max() + rng.normal(0, 0.002, z_up.shape)
-    np.save(tmp_path / "markers.npy", markers.astype(np.float32))
-    return tmp_path / "markers.npy"
-
-
-def test_the_gate_refuses_a_tangle_and_force_keeps_it(shared_data, tmp_path, capsys):
-    from discodance.cli import main
-    markers = _unnamed_z_up_markers(shared_data, tmp_path)
-    assert main(["prepare", str(markers), "--out", str(tmp_path / "d"), "--fps", "30"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "look broken" in err[0] and "wider than tall" in err[0] and "--force" in err[0]
-    assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.partial*"))
-    assert main(["prepare", str(markers), "--out", str(tmp_path / "d"), "--fps", "30", "--force"]) == 0
-    assert json.loads((tmp_path / "d" / "meta.json").read_text())["extra"]["check"]["upright"] < 0.8
-
-
 def test_the_gate_accepts_every_dataset_of_the_real_data(shared_data, tmp_path, capsys):
     """Prepared the way that works for each (docs/silhouettes.md: the street videos need segmentation)."""
     import importlib.util

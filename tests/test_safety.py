@@ -15,21 +15,10 @@ from discodance.config import TrainConfig
 from discodance.checkpoint import load_checkpoint
 from discodance.train import train
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, one_line_error
 
 MODEL_SET = [f"--set={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY_MODEL.items()]
 FAST = dict(batch_size=8, eval_every=4, ckpt_every=4, log_every=2, eval_batches=1, warmup_steps=2)
-
-
-def one_line_error(capsys, argv, *needles):
-    """Run the CLI; assert exit code 2 and exactly one stderr line containing every needle."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(folder):

@@ -43,6 +43,15 @@ def _number(kind, low, high=None, inclusive=True):
     return parse
 
 
+def _up_axis(text: str) -> str:
+    """An argparse type: x, y, z with an optional sign -> '+z', '-y', ..."""
+    from .data.skeleton import parse_up
+    try:
+        return parse_up(text)
+    except DiscodanceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 _positive_int = _number(int, 1)
 _positive_float = _number(float, 0, inclusive=False)
 _nonneg_float = _number(float, 0)
@@ -84,12 +93,15 @@ def cmd_prepare(args) -> None:
     motion = [s.is_file() and s.suffix.lower() in BVH_EXTENSIONS + KEYPOINT_EXTENSIONS for s in sources]
     require(all(motion) or not any(motion),
             "mix of motion files and videos/image folders: prepare them as separate datasets")
+    require(all(motion) or (args.up is None and args.skeleton is None),
+            "--up and --skeleton are for motion files (bvh, npy, npz, json), not videos or image folders")
     check_target(args.out, "dataset", inputs=sources, overwrite=args.overwrite)
     size = tuple(args.size)
     if all(motion):
+        skeleton = "none" if args.skeleton is not None and args.skeleton.strip().lower() == "none" else args.skeleton
         path = prepare_mocap(sources, args.out, size=size, fps=args.fps or 30.0, view=args.view,
                              overwrite=args.overwrite, center=args.center, scale=args.scale,
-                             max_gap=args.max_gap, force=args.force)
+                             max_gap=args.max_gap, force=args.force, up=args.up, skeleton=skeleton)
     else:
         from .data.silhouette import prepare
         path = prepare(sources, args.out, method=args.method, masks=args.masks, size=size, fps=args.fps,
@@ -267,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mocap: camera follows the dancer (smoothed) or stays fixed for the clip")
     r.add_argument("--scale", type=_positive_float, default=1.0, help="mocap: multiply positions to get metres")
     r.add_argument("--max-gap", type=int, default=5, help="keypoints: longest gap (frames) to interpolate")
+    r.add_argument("--up", type=_up_axis, default=None, metavar="AXIS",
+                   help="mocap: the files' up axis, x, y or z, optionally signed (--up=-z) (default: y, or "
+                        "detected when the keypoints name no skeleton)")
+    r.add_argument("--skeleton", default=None, metavar="FILE|none",
+                   help="keypoints: a JSON skeleton (joint_names + parents, or bones as index pairs; docs/mocap.md), "
+                        "or none: no inferred skeleton, unnamed keypoints drawn as a chain")
     r.add_argument("--overwrite", action="store_true")
     r.add_argument("--force", action="store_true",
                    help="keep the dataset even when the check after preparing says it looks broken")

@@ -2,7 +2,8 @@
 
 Keypoint files (.npy / .npz / .json) hold (T, J, 2|3) positions; short gaps (NaN or null) are
 interpolated linearly, long ones refused. 2-D keypoints are image coordinates (x right, y down);
-3-D keypoints are y up. BVH files are read by mocap.py into the same Motion container.
+3-D keypoints are y up unless prepare detects or is told another up axis (skeleton.py). BVH
+files are read by mocap.py into the same Motion container.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Motion:
     source: str
     end_site: np.ndarray = field(default=None)  # (J,) bool: BVH End Sites, kept for drawing only
     named: bool = True               # False when names/parents are our default guess
+    has_parents: bool = True         # False when the parents are a guessed chain 0-1-2-...
     repaired: int = 0                # outlier joint positions replaced by interpolation
 
     def __post_init__(self):
@@ -156,7 +158,8 @@ def load_keypoints(path: str | Path, *, fps: float | None = None, max_gap: int =
                    joint_names=None, joint_parents=None) -> Motion:
     """Keypoint file -> Motion. fps, joint_names and parents come from the arguments, else from
     the file (keys 'fps', 'joint_names', 'parents'), else fps is None and the skeleton is the
-    renderer's default (COCO-17 names and parents for 17 joints, otherwise a chain 0-1-2-...)."""
+    renderer's default (COCO-17 names and parents for 17 joints, otherwise a chain 0-1-2-...,
+    marked has_parents=False so that prepare infers one instead: skeleton.py)."""
     path = Path(path)
     require(path.is_file(), f"{path}: file not found")
     points, meta = _read_keypoint_file(path)
@@ -168,7 +171,7 @@ def load_keypoints(path: str | Path, *, fps: float | None = None, max_gap: int =
     names = joint_names if joint_names is not None else meta.get("joint_names")
     parents = joint_parents if joint_parents is not None else meta.get("parents", meta.get("joint_parents"))
     fps = fps if fps is not None else meta.get("fps")
-    named = names is not None
+    named, has_parents = names is not None, parents is not None or (names is None and J == 17)
     if not named and J == 17:  # drawn as COCO-17 (see render.py), so record it as such
         from .render import COCO17, COCO17_PARENTS
         names, parents = COCO17, COCO17_PARENTS if parents is None else parents
@@ -181,7 +184,7 @@ def load_keypoints(path: str | Path, *, fps: float | None = None, max_gap: int =
     require(len(names) == J and parents.shape == (J,) and np.all((parents >= -1) & (parents < J)),
             f"{path}: {J} joints but {len(names)} names and {parents.size} parents (each in -1..{J - 1})")
     require(fps is None or (np.isfinite(fps) and fps > 0), f"{path}: fps must be positive, got {fps}")
-    return Motion(points, names, parents, fps, str(path), named=named, repaired=repaired)
+    return Motion(points, names, parents, fps, str(path), named=named, has_parents=has_parents, repaired=repaired)
 
 
 # ----------------------------------------------------------------------------- time

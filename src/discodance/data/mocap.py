@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import DiscodanceError, require
 from .keypoints import KEYPOINT_EXTENSIONS, Motion, load_keypoints, repair_outliers, resample
+from .skeleton import turn_up
 
 BVH_EXTENSIONS = (".bvh",)
 _CHANNEL_RE = re.compile(r"^([XYZ])(position|rotation)$", re.IGNORECASE)
@@ -281,13 +282,12 @@ def load_motion(path: str | Path, *, scale: float = 1.0, **keypoint_options) -> 
 BVH_AXES = "BVH file axes: y up; view 'front' looks along -z with +x to the image right"
 
 
-def _pose_description(motion: Motion) -> tuple[str, str]:
+def _pose_description(motion: Motion, up: str) -> tuple[str, str]:
     """(units, axes) of the stored poses."""
-    if motion.source.lower().endswith(BVH_EXTENSIONS):
-        return "m", BVH_AXES
     if motion.positions.shape[-1] == 2:
         return "file units (image pixels)", "image axes: x right, y down"
-    return "file units", "keypoint file axes: y up"
+    units, axes = ("m", BVH_AXES) if motion.source.lower().endswith(BVH_EXTENSIONS) else ("file units", "keypoint file axes: y up")
+    return units, axes if up == "+y" else f"{axes.split(':')[0]} turned so that y is up (the file's {up} was up)"
 
 
 def _check_inputs(paths, size, fps) -> list[Path]:
@@ -322,25 +322,29 @@ def _drawing_bytes(size: tuple[int, int]) -> int:
     return 2 * chunk + 64 * min(chunk, max(pixels, 1 << 24))
 
 
-def _clip(motion: Motion, fps: float, yaw: float, size: tuple[int, int], center: str):
-    """One motion -> (layout key, poses (T, J, D), silhouette chunk generator, its Framing)."""
+def _clip(motion: Motion, fps: float, yaw: float, size: tuple[int, int], center: str, drawing):
+    """One motion -> (layout key, poses (T, J, D), silhouette chunk generator, its Framing).
+    `drawing` (skeleton.Drawing): the up axis (turned to +y, poses too) and the body."""
     from .render import default_body, plan_silhouettes, project, render_capsules
 
     positions = resample(motion.positions, motion.fps or fps, fps)            # (T, J, D)
+    positions = turn_up(positions, drawing.up) if positions.shape[-1] == 3 else positions  # '+y': as is
     xy = project(positions, yaw, y_down=positions.shape[-1] == 2)             # (T, J, 2)
-    body = default_body(motion.names if motion.named else None, motion.parents, xy.shape[1])
+    body = drawing.body or default_body(motion.names if motion.named else None, motion.parents, xy.shape[1])
     seg, radii, framing = plan_silhouettes(xy, body, *size, center=center, smooth=max(1, round(fps / 2)))
     step = _chunk_frames(size)
     chunks = (render_capsules(seg[s:s + step], radii, *size) for s in range(0, len(seg), step))
-    kept = tuple(n for n, e in zip(motion.names, motion.end_site) if not e)
-    layout = (kept, tuple(motion.joint_parents()), positions.shape[-1], *_pose_description(motion))
+    kept = tuple(drawing.names or [n for n, e in zip(motion.names, motion.end_site) if not e])
+    parents = motion.joint_parents() if drawing.parents is None else drawing.parents
+    layout = (kept, tuple(int(p) for p in parents), positions.shape[-1], *_pose_description(motion, drawing.up))
     return layout, positions[:, ~motion.end_site], chunks, framing
 
 
 def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
                   overwrite: bool = False, center: str = "follow", scale: float = 1.0,
                   max_gap: int = 5, keypoint_fps: float | None = None,
-                  joint_names=None, joint_parents=None, force: bool = False) -> Path:
+                  joint_names=None, joint_parents=None, force: bool = False, up: str | None = None,
+                  skeleton=None) -> Path:
     """Motion files (.bvh, .npy, .npz, .json) -> one silhouette dataset, one clip per file.
 
     Each file is resampled to `fps`, projected from `view` ('front', 'side', 'back' or a yaw in
@@ -348,23 +352,28 @@ def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
     center='follow' the camera pans with the dancer (smoothed over 0.5 s), with 'clip' it stays
     put. Poses (joints without End Sites, resampled, file axes, BVH positions * `scale` taken as
     metres) are stored too. A keypoint file without a frame rate is taken to be at `keypoint_fps`,
-    or at `fps` when that is None too. All files must share one skeleton.
+    or at `fps` when that is None too. All files must share one skeleton, inferred with the up
+    axis for keypoints that name none; `up` ('z', '-y', ...) and `skeleton` ('none' or a JSON
+    file) override it (skeleton.plan_drawing, docs/mocap.md).
     """
+    from ..progress import say
     from .budget import check_budget
-    from .writer import DatasetWriter
     from .render import parse_view
+    from .skeleton import parse_up, plan_drawing
+    from .writer import DatasetWriter
 
     paths = _check_inputs(paths, size, fps)
     yaw, size = parse_view(view), (int(size[0]), int(size[1]))
     options = dict(scale=scale, fps=keypoint_fps, max_gap=max_gap, joint_names=joint_names,
                    joint_parents=joint_parents)
     motions = [load_motion(path, **options) for path in paths]  # every file checked before writing
+    drawing = plan_drawing(motions, fps, None if up is None else parse_up(up), skeleton)
     total = sum(len(resample(m.positions[:, :1], m.fps or fps, fps)) for m in motions)
     check_budget(out, total, *size, working_bytes=_drawing_bytes(size))
     first, clips, used = None, [], set()
     with DatasetWriter(out, *size, overwrite=overwrite, check=True, force=force) as writer:  # gate.py
         for path, motion in zip(paths, motions):
-            layout, poses, chunks, framing = _clip(motion, fps, yaw, size, center)
+            layout, poses, chunks, framing = _clip(motion, fps, yaw, size, center, drawing)
             require(first is None or layout == first, f"{path}: its skeleton ({len(layout[0])} joints, "
                     f"{layout[2]}-D) differs from {paths[0].name}'s; one dataset needs one skeleton")
             first, name = layout, _unique(path.stem, used)
@@ -373,10 +382,14 @@ def prepare_mocap(paths, out, *, size=(64, 64), fps: float = 30.0, view="front",
                           "frames": n, "pixels_per_unit": round(framing.scale, 4), "repaired": motion.repaired,
                           "framing": framing.to_meta()})
         names, parents, _, units, axes = first
-        extra = {"kind": "mocap", "view": str(view), "yaw_degrees": yaw, "center": center, "clips": clips}
-        return writer.finish(fps=fps, source="mocap: " + ", ".join(p.name for p in paths),
+        extra = {"kind": "mocap", "view": str(view), "yaw_degrees": yaw, "center": center, "clips": clips,
+                 "skeleton": drawing.meta()}
+        done = writer.finish(fps=fps, source="mocap: " + ", ".join(p.name for p in paths),
                              joint_names=list(names), joint_parents=list(parents), pose_units=units,
                              pose_axes=axes, extra=extra)
+    if drawing.found:  # after the gate: a refused dataset gets its one error line only
+        say(drawing.line(len(names)))
+    return done
 
 
 def _unique(name: str, used: set) -> str:

@@ -8,7 +8,8 @@ clip, so the dancer never zooms from frame to frame and the floor stays on one i
 
 Default skeletons when a keypoint file names no joints: COCO-17 when it has 17 joints
 (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles, in COCO order), otherwise a
-chain 0-1-2-... drawn with limb-thick capsules.
+chain 0-1-2-... drawn with limb-thick capsules. prepare draws the chain only when asked
+(--skeleton none): skeleton.py infers a body for other unnamed keypoints.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ class Body:
         return np.einsum("pj,tjd->tpd", self.weights, joints)  # (T, P, D)
 
 
-def _part(name: str, is_root: bool) -> str:
+def body_part(name: str, is_root: bool = False) -> str:
+    """The body part a bone starting at joint `name` belongs to (RADIUS key, or "skip")."""
     if is_root:
         return "torso"
     low = name.lower()
@@ -66,7 +68,7 @@ def body_from_skeleton(names: list[str], parents) -> Body:
     rows, segs, radii = [np.eye(J)[j] for j in range(J)], [], []
     for p in range(J):
         children = [j for j in np.flatnonzero(parents == p)]
-        part = _part(names[p], parents[p] < 0)
+        part = body_part(names[p], parents[p] < 0)
         if part == "skip" or not children:
             continue
         if part in _GROUPED and len(children) > 1:

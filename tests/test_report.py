@@ -10,6 +10,7 @@ import tempfile
 import pytest
 import torch
 
+from discodance.checkpoint import read_log
 from discodance.cli import main
 from discodance.compare import CompareConfig, run_compare
 from discodance.errors import DiscodanceError
@@ -65,6 +66,10 @@ def test_report_folder_holds_every_number_and_picture(report):
     cp = data["results"]["code-prior"][0]["cost"]   # both stages counted
     assert cp["train_seconds_total"] == pytest.approx(cp["train_seconds"] + cp["base_train_seconds"])
     assert "probe_error_px" in data["evalnet"] and data["reference"]["frame_fid_floor"] >= 0
+    quality = data["time_to_quality"]   # every run reaches the threshold, code-prior's base counted
+    assert 0 < quality["threshold"] <= 1 and all(len(quality["cpu_seconds"][m]) == 2 for m in MODELS)
+    assert quality["cpu_seconds"]["code-prior"][0] > max(
+        r["cpu_seconds"] for r in read_log(out / "runs" / "code-prior-s0.base") if "cpu_seconds" in r)
     page = (out / "index.html").read_text()
     assert page.count('class="model"') == len(MODELS) and "★" in page and "both stages" in page
 

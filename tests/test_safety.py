@@ -264,7 +264,7 @@ def test_non_finite_steps_stay_out_of_the_log_and_stop_the_run(data, tmp_path, m
 
 
 def test_resume_reproduces_every_log_line_when_checkpoints_fall_between_log_lines(data, tmp_path):
-    drop = {"time", "frames_per_s", "max_rss_mb"}
+    drop = {"time", "cpu_seconds", "frames_per_s", "max_rss_mb"}
     cfg = TrainConfig(steps=12, **{**FAST, "ckpt_every": 3, "log_every": 2})
     lines = {}
     for name, stop in (("full", None), ("killed", 7)):
@@ -282,7 +282,7 @@ def test_resume_after_kill_9_reproduces_the_uninterrupted_run(data, tmp_path):
     """A real SIGKILL at an unknown moment (mid-step, mid-write): the resumed run ends with the same
     weights and the same metrics.jsonl rows (timings aside) as a run that was never interrupted."""
     import signal
-    drop = {"time", "frames_per_s", "max_rss_mb"}
+    drop = {"time", "cpu_seconds", "frames_per_s", "max_rss_mb"}
     sets = ["--train-set=ckpt_every=3", "--train-set=log_every=2", "--train-set=eval_every=5",
             "--train-set=eval_batches=1", "--train-set=warmup_steps=2"]
     cmd = lambda out: [sys.executable, "-m", "discodance.cli", "train", "--data", str(data), "--out", str(out),  # noqa: E731

@@ -21,7 +21,7 @@ FAST = dict(batch_size=8, eval_every=4, ckpt_every=4, log_every=2, eval_batches=
 
 
 def _metric_lines(run):
-    drop = {"time", "frames_per_s", "max_rss_mb"}
+    drop = {"time", "cpu_seconds", "frames_per_s", "max_rss_mb"}
     return [{k: v for k, v in json.loads(line).items() if k not in drop}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -155,3 +155,26 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
     assert peak_rss_mb() > 600
     assert 0 < child < 400, child  # a Python + torch import is ~150-300 MB; the parent's 600 MB is not in it
     del ballast
+
+
+def test_plateau_counts_validations_that_fail_to_beat_the_best_by_the_margin():
+    from discodance.train import Plateau
+    p = Plateau()
+    for quality, stale in [(0.5, 0), (0.504, 1), (0.52, 0), (0.51, 1), (None, 1), (0.52, 2)]:
+        p.update(quality, 0.01)
+        assert p.stale == stale
+    assert p.best == 0.52 and p.reached(2) and not p.reached(3) and not p.reached(0)
+
+
+def test_a_run_with_patience_stops_where_validation_stops_improving(tiny_data, tmp_path):
+    # nothing can improve by 1000 %: the first validation sets the best, the next two are stale
+    cfg = TrainConfig(steps=40, patience=2, min_improvement=10.0, **FAST)
+    train(tiny_data, tmp_path / "run", "gumbel-vae", TINY_MODEL, cfg, progress=False)
+    assert load_checkpoint(tmp_path / "run")["step"] == 3 * FAST["eval_every"]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in lines if "val_iou" in r]
+    assert len(vals) == 3 and vals[-1].get("converged") and not any(r.get("converged") for r in vals[:-1])
+    assert all(r["cpu_seconds"] > 0 for r in lines) and lines[-1]["cpu_seconds"] >= lines[0]["cpu_seconds"]
+    cfg = TrainConfig(steps=12, patience=0, min_improvement=10.0, **FAST)   # patience 0: never stops early
+    train(tiny_data, tmp_path / "full", "gumbel-vae", TINY_MODEL, cfg, progress=False)
+    assert load_checkpoint(tmp_path / "full")["step"] == 12

@@ -92,6 +92,9 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
+    patience: int = 0             # stop once `patience` validations in a row failed to beat the best
+                                  # validation IoU by min_improvement (0 = train to steps/minutes)
+    min_improvement: float = 0.01 # relative: 0.01 = the IoU must rise 1% above the best so far
 
     def validate(self) -> "TrainConfig":
         for name in ("lr", "weight_decay", "grad_clip", "final_lr_ratio", "minutes"):
@@ -110,4 +113,7 @@ class TrainConfig:
         require(min(self.eval_every, self.ckpt_every, self.log_every, self.eval_batches) >= 1,
                 "eval_every, ckpt_every, log_every and eval_batches must be >= 1")
         require(0 <= self.final_lr_ratio <= 1, f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
+        require(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        require(math.isfinite(self.min_improvement) and self.min_improvement >= 0,
+                f"min_improvement must be a finite number >= 0, got {self.min_improvement}")
         return self

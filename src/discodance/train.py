@@ -169,9 +169,31 @@ class Run:
     elapsed: float = 0.0
     acc: LogState = field(default_factory=LogState)
     bad_in_a_row: int = 0
+    cpu: float = 0.0                 # CPU seconds of the training process(es) of this rank, over resumes
+    plateau: Plateau = field(default_factory=lambda: Plateau())
 
     def stopping(self) -> bool:
-        return self.step >= self.cfg.steps or bool(self.cfg.minutes and self.elapsed >= self.cfg.minutes * 60)
+        return (self.step >= self.cfg.steps or bool(self.cfg.minutes and self.elapsed >= self.cfg.minutes * 60)
+                or self.plateau.reached(self.cfg.patience))
+
+
+@dataclass
+class Plateau:
+    """The best validation IoU so far and how many validations in a row have not beaten it by the
+    relative margin min_improvement: with TrainConfig.patience, a run stops where it converges."""
+    best: float | None = None
+    stale: int = 0
+
+    def update(self, quality: float | None, min_improvement: float) -> None:
+        if quality is None:
+            return
+        if self.best is None or quality > self.best * (1 + min_improvement) + 1e-12:
+            self.best, self.stale = quality, 0
+        else:
+            self.best, self.stale = max(self.best, quality), self.stale + 1
+
+    def reached(self, patience: int) -> bool:
+        return patience > 0 and self.stale >= patience
 
 
 def train(data: str | Path, out: str | Path, model_name: str | None = None, model_overrides: dict | None = None,
@@ -264,6 +286,8 @@ def _restore(run: Run, ckpt: dict) -> None:
         o.load_state_dict(ckpt["optimizers"][k])
     run.step, run.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
     state = ckpt.get("log_state") or {}
+    run.cpu = float(state.get("cpu_seconds", 0.0))
+    run.plateau = Plateau(state.get("plateau_best"), int(state.get("plateau_stale", 0)))
     run.acc = LogState(dict(state.get("sums", {})), dict(state.get("counts", {})),
                        int(state.get("frames", 0)), int(state.get("skipped", 0)))
     if run.rank == 0:
@@ -279,17 +303,20 @@ def _run_loop(run: Run, stop_at: int | None, progress: bool, model_name: str) ->
     bar = progress_bar(total=cfg.steps, initial=run.step, enabled=progress and run.rank == 0,
                        desc=f"train {model_name}", unit="step")
     t_start = time.perf_counter() - run.elapsed
+    cpu_start = time.process_time() - run.cpu
     t_log = time.perf_counter()
     while not run.stopping():
         idx = global_batch_indices(run.step, cfg.batch_size, len(starts), cfg.seed)[local]
         batch = load_windows(run.dataset, starts[idx], window, run.device)
         lr = _run_step(run, batch)
-        run.elapsed = time.perf_counter() - t_start
+        run.elapsed, run.cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
         bar.update(1)
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             t_log = _log(run, lr, t_log, bar)
         if run.rank == 0 and (run.step % cfg.eval_every == 0 or run.stopping()):
             _validate(run)
+        if run.world > 1 and cfg.patience and run.step % cfg.eval_every == 0:
+            _share_plateau(run)
         if run.rank == 0 and (run.step % cfg.ckpt_every == 0 or run.stopping()):
             _save(run)
         if run.step == stop_at:
@@ -320,7 +347,7 @@ def _run_step(run: Run, batch: torch.Tensor) -> float:
 
 def _log(run: Run, lr: float, t_log: float, bar) -> float:
     now = time.perf_counter()
-    record = {"step": run.step, "time": round(run.elapsed, 3), "lr": lr,
+    record = {"step": run.step, "time": round(run.elapsed, 3), "cpu_seconds": round(run.cpu, 3), "lr": lr,
               "frames_per_s": run.acc.frames / max(now - t_log, 1e-9), "max_rss_mb": peak_rss_mb()}
     record.update(run.acc.means())
     run.log.write(record)
@@ -333,12 +360,22 @@ def _log(run: Run, lr: float, t_log: float, bar) -> float:
 def _validate(run: Run) -> None:
     val = evaluate_model(run.model, run.dataset, "val", samples=1, batch_size=run.cfg.batch_size, seed=run.cfg.seed,
                          max_windows=run.cfg.eval_batches * run.cfg.batch_size, device=run.device)
-    run.log.write({"step": run.step, "time": round(run.elapsed, 3),
-                   **{f"val_{k}": v for k, v in val.items() if isinstance(v, float)}})
+    run.plateau.update(val.get("iou"), run.cfg.min_improvement)
+    run.log.write({"step": run.step, "time": round(run.elapsed, 3), "cpu_seconds": round(run.cpu, 3),
+                   **{f"val_{k}": v for k, v in val.items() if isinstance(v, float)},
+                   **({"converged": True} if run.plateau.reached(run.cfg.patience) else {})})
+
+
+def _share_plateau(run: Run) -> None:
+    """Rank 0 validates; every rank must stop at the same step when it says the run converged."""
+    stale = torch.tensor([run.plateau.stale], device=run.device)
+    dist.broadcast(stale, 0)
+    run.plateau.stale = int(stale.item())
 
 
 def _save(run: Run) -> None:
-    state = {"sums": run.acc.sums, "counts": run.acc.counts, "frames": run.acc.frames, "skipped": run.acc.skipped}
+    state = {"sums": run.acc.sums, "counts": run.acc.counts, "frames": run.acc.frames, "skipped": run.acc.skipped,
+             "cpu_seconds": run.cpu, "plateau_best": run.plateau.best, "plateau_stale": run.plateau.stale}
     save_checkpoint(run.out / CHECKPOINT, run.model, run.optimizers, run.step, run.elapsed, run.run_config, state)
 
 

@@ -171,9 +171,10 @@ def test_trains_twenty_steps_through_the_loop_and_generates(name, tiny_data, bas
     assert result["shape"] == [2, 4, 32, 32]
 
 
-def test_gan_losses_only_move_their_own_group():
+@pytest.mark.parametrize("extra", [{}, {"unroll": 3, "mode_seeking": 1.0}])
+def test_gan_losses_only_move_their_own_group(extra):
     from discodance.train import step_generator, train_step
-    model = make("gan")
+    model = make("gan", **extra)
     batch = window(model)
     cfg = TrainConfig(grad_clip=1e9)
     reference = copy.deepcopy(model)
@@ -185,6 +186,25 @@ def test_gan_losses_only_move_their_own_group():
     for g, params in model.optimizer_groups().items():
         for p, e in zip(params, expected[g]):
             torch.testing.assert_close(p.grad, e)
+
+
+def test_an_unrolled_gan_feeds_its_own_frames_back_and_its_critic_sees_the_window():
+    model = make("gan", unroll=3, context=2)
+    assert model.window == 5 and model.critic.convs[0].weight.shape[1] == 5
+    context = window(model)[:, :2]
+    g = torch.Generator().manual_seed(0)
+    fake, first_logits, noise = model.unrolled(context, 3, g)
+    assert fake.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(fake[:, 0], torch.sigmoid(first_logits))
+    # frame 2 is generated from (real frame 2, generated frame 1): its gradient reaches frame 1's noise
+    noise = noise.clone().requires_grad_()
+    one = torch.sigmoid(model.generate(context, None, noise=noise))
+    two = model.generate(torch.stack([context[:, 1], one], 1), torch.Generator().manual_seed(1))
+    assert torch.autograd.grad(two.sum(), noise)[0].abs().sum() > 0
+    _, logs = model(window(model), generator=torch.Generator().manual_seed(0))
+    assert "mode_seeking_ratio" not in logs
+    _, logs = make("gan", unroll=3, mode_seeking=1.0)(window(model), generator=torch.Generator().manual_seed(0))
+    assert logs["mode_seeking_ratio"] > 0
 
 
 def _zero_gan_noise():

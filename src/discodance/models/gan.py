@@ -12,8 +12,22 @@ its frames sharp. Stabilisers: spectral normalisation of every discriminator lay
 ICLR 2018, eq. 8: W / sigma(W), one power iteration per forward) and the hinge loss (Lim & Ye 2017):
     L_D = E[relu(1 - D(c, x))] + E[relu(1 + D(c, G(c, n)))],     L_G = -E[D(c, G(c, n))] + lambda L_rec.
 
+Why a next-frame GAN freezes, and the two remedies here. Judged on (context, next frame) pairs, a
+generator that copies the last context frame is hard to tell from real slow motion, and the
+reconstruction term rewards the mean of the possible next frames, which sits between moving and
+still; rolled out, small stills compound into a held pose. So:
+  unroll = k > 1   the generator continues the real context for k frames, feeding its own frames
+                   (probabilities, differentiable) back as context, and the critic judges
+                   (context, k frames) windows against real k-frame continuations: over k frames
+                   real dance visibly moves and a held pose does not (the reconstruction term
+                   stays on the first frame, where the real next frame is a fair target);
+  mode_seeking = w the mode-seeking regulariser of Mao et al. (CVPR 2019, "Mode Seeking Generative
+                   Adversarial Networks", eq. 3): two noise draws for the same context should give
+                   different frames, L_ms = |G(c, n1) - G(c, n2)|_1 / |n1 - n2|_1, added to L_G as
+                   w / (L_ms + eps), so the noise cannot be ignored.
+
 forward() returns {"generator": L_G, "discriminator": L_D} from one discriminator pass over the real
-and generated pairs. Each loss must be back-propagated into its own group only — the trainer does
+and generated windows. Each loss must be back-propagated into its own group only — the trainer does
 this with backward(inputs=group parameters) — so L_D does not move G and L_G does not move D.
 
 No likelihood: evaluate() reports the IoU of the generated next frame and the pixel cross-entropy of
@@ -41,6 +55,8 @@ class GANConfig:
     noise: int = 32               # noise dimensions
     code: int = 256               # generator's encoding of the context
     rec_weight: float = 10.0      # lambda of the reconstruction term (0 = pure hinge GAN)
+    unroll: int = 1               # frames the generator continues and the critic judges (1 = pairs)
+    mode_seeking: float = 0.0     # weight of Mao et al.'s mode-seeking term (0 = off)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     d_channels: tuple[int, ...] = (32, 64, 128, 256)
     hidden: int = 512
@@ -51,6 +67,7 @@ class GANConfig:
         require(self.context >= 1 and self.noise >= 1 and self.code >= 1 and self.hidden >= 1,
                 "context, noise, code and hidden must be >= 1")
         require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
+        require(self.mode_seeking >= 0, f"mode_seeking must be >= 0, got {self.mode_seeking}")
         return self
 
 
@@ -81,11 +98,11 @@ class GAN(DanceModel):
         c = config
         self.context_encoder = ConvEncoder(c.context, c.frame_size, c.code, c.channels, c.hidden)
         self.frame_decoder = ConvDecoder(c.code + c.noise, c.frame_size, 1, c.channels, c.hidden)
-        self.critic = Critic(c.context + 1, c.frame_size, c.d_channels)
+        self.critic = Critic(c.context + c.unroll, c.frame_size, c.d_channels)
 
     @property
     def window(self) -> int:
-        return self.config.context + 1
+        return self.config.context + self.config.unroll
 
     @property
     def seed_frames(self) -> int:
@@ -96,27 +113,46 @@ class GAN(DanceModel):
         return {"generator": gen, "discriminator": [p for p in self.critic.parameters() if p.requires_grad]}
 
     # --------------------------------------------------------------------------- pieces
-    def generate(self, context: torch.Tensor, generator, scale: float = 1.0) -> torch.Tensor:
-        """Context frames (B, c, H, W) + noise (scaled by `scale`) -> next-frame pixel logits (B, H, W)."""
-        n = scale * gaussian_noise((len(context), self.config.noise), generator, context.device).to(context.dtype)
-        return self.frame_decoder(torch.cat([self.context_encoder(context), n], -1))[:, 0]
+    def generate(self, context: torch.Tensor, generator, scale: float = 1.0, noise: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Context frames (B, c, H, W) + noise (drawn and scaled by `scale`, or given) -> next-frame
+        pixel logits (B, H, W)."""
+        if noise is None:
+            noise = scale * gaussian_noise((len(context), self.config.noise), generator, context.device).to(context.dtype)
+        return self.frame_decoder(torch.cat([self.context_encoder(context), noise], -1))[:, 0]
 
     # --------------------------------------------------------------------------- training
     def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
-        c = self.config.context
-        context, real = batch[:, :c], batch[:, c]                                # (B, c, H, W), (B, H, W)
-        logits = self.generate(context, generator)                               # (B, H, W)
-        fake = torch.sigmoid(logits)
-        pairs = torch.cat([torch.cat([context, real[:, None]], 1),
-                           torch.cat([context, fake[:, None]], 1)], 0)           # (2B, c + 1, H, W)
-        scores = self.critic(pairs).float()
+        c, k = self.config.context, self.config.unroll
+        context, real = batch[:, :c], batch[:, c:]                               # (B, c, H, W), (B, k, H, W)
+        fake, first_logits, noise = self.unrolled(context, k, generator)         # (B, k, H, W) probabilities
+        windows = torch.cat([torch.cat([context, real], 1), torch.cat([context, fake], 1)], 0)   # (2B, c + k, H, W)
+        scores = self.critic(windows).float()
         d_real, d_fake = scores.chunk(2)                                         # (B,) each
         d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-        rec = -frame_log_likelihood(logits, real) / (real.shape[-1] * real.shape[-2])   # (B,) nats per pixel
+        pixels = real.shape[-1] * real.shape[-2]
+        rec = -frame_log_likelihood(first_logits, real[:, 0]) / pixels           # (B,) nats per pixel
         g_loss = -d_fake.mean() + self.config.rec_weight * rec.mean()
-        logs = {"loss": (g_loss + d_loss).item(), "g_loss": g_loss.item(), "d_loss": d_loss.item(),
-                "rec": rec.mean().item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+        logs = {"rec": rec.mean().item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+        if self.config.mode_seeking > 0:                                         # a second noise draw
+            other_noise = gaussian_noise(noise.shape, generator, noise.device).to(noise.dtype)
+            other = torch.sigmoid(self.generate(context, generator, noise=other_noise))
+            ratio = (fake[:, 0] - other).abs().mean((-2, -1)) / (noise - other_noise).abs().mean(-1)   # (B,)
+            g_loss = g_loss + self.config.mode_seeking / (ratio.float().mean() + 1e-5)
+            logs["mode_seeking_ratio"] = ratio.mean().item()
+        logs.update(loss=(g_loss + d_loss).item(), g_loss=g_loss.item(), d_loss=d_loss.item())
         return {"generator": g_loss, "discriminator": d_loss}, logs
+
+    def unrolled(self, context: torch.Tensor, k: int, generator):
+        """k frames generated from real context frames (B, c, H, W), each fed back as probabilities:
+        (B, k, H, W) probabilities, the first frame's logits and the first frame's noise."""
+        frames, first, noise = list(context.unbind(1)), None, None
+        for i in range(k):
+            n = gaussian_noise((len(context), self.config.noise), generator, context.device).to(context.dtype)
+            logits = self.generate(torch.stack(frames[-self.config.context:], 1), generator, noise=n)
+            first, noise = (logits, n) if i == 0 else (first, noise)
+            frames.append(torch.sigmoid(logits))
+        return torch.stack(frames[self.config.context:], 1), first, noise
 
     # --------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -124,7 +160,7 @@ class GAN(DanceModel):
                  ) -> dict[str, torch.Tensor]:
         """IoU of the generated next frame and its pixel cross-entropy, averaged over noise samples."""
         c = self.config.context
-        context, real = batch[:, :c], batch[:, c]
+        context, real = batch[:, :c], batch[:, c]                                # the next frame only
         iou, xent = [], []
         for _ in range(samples):
             logits = self.generate(context, generator)

@@ -17,9 +17,9 @@ TABLE = torch.tensor([[1, 2, 3, 0], [2, 0, 3, 1]])   # z_t,n = TABLE[n, z_t-5,n]
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster and steadier
 
 
-def prior(arch, **extra):
+def prior(arch, base_extra=None, **extra):
     torch.manual_seed(0)
-    base = {**TINY_MODEL, "latents": N_VAR, "classes": K, "frame_size": (16, 16)}
+    base = {**TINY_MODEL, "latents": N_VAR, "classes": K, "frame_size": (16, 16), **(base_extra or {})}
     overrides = {"arch": arch, "base_config": base, "context": 16, "width": 32, "blocks": 2, "heads": 2,
                  "prompt": LAG, "order": 2, "seq_len": 16, "hidden": 64, **extra}
     return build_model("code-prior", model_config("code-prior", (16, 16), overrides))
@@ -107,15 +107,22 @@ def test_sliding_window_rollout_matches_recomputing_each_window():
     assert net.generate(prompt, 1000, torch.Generator().manual_seed(0)).shape == (2, 1000, N_VAR)
 
 
-@pytest.mark.parametrize("arch", ["transformer", "mlp"])
-def test_seeded_rollouts_are_deterministic_and_any_length(arch):
-    model = prior(arch, context=6).eval()
+@pytest.mark.parametrize("arch,base", [("transformer", {}), ("mlp", {}),
+                                       ("transformer", {"context": 1, "horizon": 0})])   # the default first stage
+def test_seeded_rollouts_are_deterministic_and_any_length(arch, base):
+    model = prior(arch, base, context=6).eval()
     seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     a = model.rollout(seed, 40, torch.Generator().manual_seed(3), top_k=3)
     b = model.rollout(seed, 40, torch.Generator().manual_seed(3), top_k=3)
     c = model.rollout(seed, 40, torch.Generator().manual_seed(4), top_k=3)
     assert a.shape == (2, 41, 16, 16) and torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a[:, 0], seed[:, -1])
+
+
+def test_the_first_stage_is_a_single_frame_autoencoder_unless_a_base_run_is_given():
+    from discodance.models import REGISTRY
+    assert REGISTRY["code-prior"].first_stage({}) == ("gumbel-vae", {"context": "1", "horizon": "0"})
+    assert REGISTRY["code-prior"].first_stage({"base_run": "runs/vae"}) is None
 
 
 def test_top_k_and_top_p_keep_the_likeliest_classes_per_variable():

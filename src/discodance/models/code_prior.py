@@ -137,7 +137,10 @@ class CodePrior(DanceModel):
 
     @classmethod
     def first_stage(cls, sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
-        return None if sets.get("base_run") else ("gumbel-vae", {})
+        """A gumbel-vae that autoencodes single frames (context 1, horizon 0), as Bailando's and
+        T2M-GPT's first stages do: the prior predicts the motion, so the decoder need not guess the
+        next frame, whose uncertainty blurs a horizon-1 decoder's frames (docs/code-prior.md)."""
+        return None if sets.get("base_run") else ("gumbel-vae", {"context": "1", "horizon": "0"})
 
     def __init__(self, config: CodePriorConfig):
         super().__init__(config.validate())

@@ -104,3 +104,34 @@ def test_compare_trains_the_first_stage_inside_the_budget(tiny_data, tmp_path):
     assert base["config"]["model_config"]["stage"] == "vae" and second["config"]["model_config"]["stage"] == "lstm"
     assert second["config"]["model_config"]["base_run"] == str((tmp_path / "vae-lstm-mdn-s0.base").resolve())
     assert info["stages"]["base"]["minutes"] == pytest.approx(0.75) and info["stages"]["prior"]["minutes"] == pytest.approx(0.25)
+
+
+def test_lstm_ae_on_a_first_stage_models_latents_and_its_rollouts_are_stochastic(first_stage, tiny_data, tmp_path):
+    sets = {"input_frames": 3, "future_frames": 2, "lstm_hidden": 16, "lstm_layers": 1, "query": 4, "mixtures": 2,
+            "base_run": str(first_stage)}
+    ckpt = load_checkpoint(train(tiny_data, tmp_path / "ae", "lstm-ae", sets, TrainConfig(steps=6, **LOOP),
+                                 progress=False))
+    base = load_checkpoint(first_stage / "checkpoint.pt")["model"]
+    for key, value in base.items():
+        if key.split(".")[0] in ("encoder", "decoder"):
+            assert torch.equal(ckpt["model"][f"vae.{key}"], value), key        # loaded and frozen
+    model = load_model(ckpt)
+    frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).round()
+    a = model.rollout(frames, 9, torch.Generator().manual_seed(1))
+    b = model.rollout(frames, 9, torch.Generator().manual_seed(1))
+    c = model.rollout(frames, 9, torch.Generator().manual_seed(2))
+    assert a.shape == (2, 10, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    out = model.evaluate(torch.rand(3, 5, 32, 32).round(), samples=2, generator=torch.Generator().manual_seed(0))
+    assert set(out) == {"latent_nll", "latent_nll_next", "rec", "iou"} and torch.isfinite(out["latent_nll"]).all()
+    pixel = build_model("lstm-ae", model_config("lstm-ae", (32, 32), {k: v for k, v in sets.items() if k != "base_run"}))
+    assert torch.equal(pixel.rollout(frames, 4, torch.Generator().manual_seed(1)),
+                       pixel.rollout(frames, 4, torch.Generator().manual_seed(2)))   # deterministic in pixels
+
+
+def test_lstm_ae_two_stage_asks_compare_for_a_first_stage():
+    first = REGISTRY["lstm-ae"].first_stage
+    assert first({"two_stage": "true", "channels": "8,16", "lstm_hidden": "16"}) == (
+        "vae-lstm-mdn", {"stage": "vae", "channels": "8,16"})
+    assert first({}) is None and first({"two_stage": "true", "base_run": "runs/vae"}) is None
+    with pytest.raises(DiscodanceError, match="two_stage needs a trained first stage"):
+        model_config("lstm-ae", (32, 32), {"two_stage": True})

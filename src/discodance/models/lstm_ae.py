@@ -20,6 +20,19 @@ negative log-likelihood of the future frames given the input window ('nll', nats
 
 Rollout: repeated future prediction — encode the last I frames (real seed frames at first, then the
 model's own fed-back frames), predict the next F frames, append them, repeat.
+
+Two stages (`--set base_run=RUN`, a vae-lstm-mdn stage=vae run, frame_vae.py; or `two_stage=true`,
+with which `compare` trains that first stage itself): the model then
+works on the frozen per-frame VAE's latents instead of pixels. The encoder LSTM reads z ~ q of the
+input frames; both decoders end in one mixture density head (Bishop 1994) over latents, so the
+loss is the mixture's negative log-likelihood of the real latents (reconstruction reversed, as
+above), and the future decoder is conditioned (Sec. 2.4): it reads the previous latent, the real
+one in training and its own sample in a rollout. Why: a deterministic future prediction is the
+mean of the possible futures, which in pixels is a blurred standing pose and rolled out freezes;
+a sampled mixture keeps moving, and a step costs the LSTMs alone, not a conv net per frame.
+Frames are decoded by the frozen decoder. evaluate() then reports 'latent_nll' (nats per latent
+vector) instead of the pixel 'nll', and the IoU of the frame decoded from the likeliest first
+predicted latent.
 """
 from __future__ import annotations
 
@@ -30,8 +43,11 @@ import torch.nn as nn
 
 from ..errors import require
 from .base import DanceModel, check_conv_settings
-from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
-                     frame_log_likelihood)
+from .blocks import (ConvDecoder, ConvEncoder, MDNHead, check_rollout_options, feedback_frames, frame_iou,
+                     frame_log_likelihood, mdn_log_prob, mdn_sample, reparameterize)
+from .frame_vae import FrozenFrameVAE, base_config_of
+
+DECODE_CHUNK = 64   # latents decoded per call in a two-stage rollout
 
 
 @dataclass
@@ -46,6 +62,10 @@ class LSTMAEConfig:
     rec_weight: float = 1.0       # weight of the reconstruction branch (0 = future predictor only)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     hidden: int = 512
+    base_run: str = ""            # a vae-lstm-mdn stage=vae run: model its frozen latents (two stages)
+    base_config: dict | None = None   # filled from base_run: its model config
+    mixtures: int = 8             # two stages: Gaussians in the mixture over each predicted latent
+    two_stage: bool = False       # on a first stage's latents (set by base_run; compare trains the base)
 
     def validate(self) -> "LSTMAEConfig":
         check_conv_settings(self.frame_size, self.channels)
@@ -53,22 +73,57 @@ class LSTMAEConfig:
         require(min(self.features, self.lstm_hidden, self.lstm_layers, self.query, self.hidden) >= 1,
                 "features, lstm_hidden, lstm_layers, query and hidden must be >= 1")
         require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
+        require(not self.two_stage or self.base_config is not None,
+                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run)")
+        if self.base_config is not None:
+            require(isinstance(self.base_config, dict) and "latent" in self.base_config,
+                    f"base_config must be a vae-lstm-mdn config, got {self.base_config!r}")
+            require(list(self.base_config.get("frame_size", ())) == list(self.frame_size),
+                    f"the base run was trained on {self.base_config.get('frame_size')} frames, this data has "
+                    f"{list(self.frame_size)}")
         return self
 
 
 class LSTMAE(DanceModel):
     config_class = LSTMAEConfig
 
+    @classmethod
+    def complete_config(cls, config: LSTMAEConfig) -> LSTMAEConfig:
+        """base_run -> its absolute path and its model config."""
+        if config.base_config is None and config.base_run:
+            config.base_run, config.base_config = base_config_of(config.base_run)
+        config.two_stage = config.two_stage or config.base_config is not None
+        return config
+
+    @classmethod
+    def first_stage(cls, sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        """two_stage=true without base_run: a vae-lstm-mdn stage=vae run of the same conv size."""
+        if str(sets.get("two_stage", "false")).lower() not in ("true", "1") or sets.get("base_run"):
+            return None
+        return "vae-lstm-mdn", {"stage": "vae", **{k: v for k, v in sets.items() if k in ("channels", "hidden")}}
+
     def __init__(self, config: LSTMAEConfig):
         super().__init__(config.validate())
         c = config
-        self.frame_encoder = ConvEncoder(1, c.frame_size, c.features, c.channels, c.hidden)
-        self.encoder = nn.LSTM(c.features, c.lstm_hidden, c.lstm_layers, batch_first=True)
+        self.two_stage = c.base_config is not None
+        if self.two_stage:
+            self.vae = FrozenFrameVAE(c.base_config)
+            inputs, future_inputs = self.vae.latent, self.vae.latent             # the decoder reads the previous latent
+            self.head = MDNHead(c.lstm_hidden, self.vae.latent, c.mixtures)
+        else:
+            self.frame_encoder = ConvEncoder(1, c.frame_size, c.features, c.channels, c.hidden)
+            self.frame_decoder = ConvDecoder(c.lstm_hidden, c.frame_size, 1, c.channels, c.hidden)
+            inputs, future_inputs = c.features, c.query
+            self.future_queries = nn.Parameter(0.1 * torch.randn(c.future_frames, c.query))
+        self.encoder = nn.LSTM(inputs, c.lstm_hidden, c.lstm_layers, batch_first=True)
         self.rec_decoder = nn.LSTM(c.query, c.lstm_hidden, c.lstm_layers, batch_first=True)
-        self.future_decoder = nn.LSTM(c.query, c.lstm_hidden, c.lstm_layers, batch_first=True)
+        self.future_decoder = nn.LSTM(future_inputs, c.lstm_hidden, c.lstm_layers, batch_first=True)
         self.rec_queries = nn.Parameter(0.1 * torch.randn(c.input_frames, c.query))
-        self.future_queries = nn.Parameter(0.1 * torch.randn(c.future_frames, c.query))
-        self.frame_decoder = ConvDecoder(c.lstm_hidden, c.frame_size, 1, c.channels, c.hidden)
+
+    def load_pretrained(self) -> None:
+        """Two stages: the base run's VAE, frozen, when a new run starts."""
+        if self.two_stage:
+            self.vae.load_run(self.config.base_run)
 
     @property
     def window(self) -> int:
@@ -98,6 +153,8 @@ class LSTMAE(DanceModel):
 
     # --------------------------------------------------------------------------- training
     def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
+        if self.two_stage:
+            return self._forward_latents(batch, generator)
         I = self.config.input_frames
         inputs, future = batch[:, :I], batch[:, I:]
         state = self.encode(inputs)
@@ -109,13 +166,33 @@ class LSTMAE(DanceModel):
         loss = (self.config.rec_weight * rec + fut).mean() / pixels              # nats per pixel
         return loss, {"loss": loss.item(), "rec_nats": rec.mean().item(), "future_nats": fut.mean().item()}
 
+    def latent_nll(self, z: torch.Tensor):
+        """Mixture NLLs (nats per latent) of latents z (B, I + F, D): reversed inputs, and the future
+        given the inputs with the previous real latent as each future step's input."""
+        I = self.config.input_frames
+        _, state = self.encoder(z[:, :I])
+        rec_h, _ = self.rec_decoder(self.rec_queries.expand(len(z), -1, -1), state)   # (B, I, hidden)
+        fut_h, _ = self.future_decoder(z[:, I - 1:-1], state)                   # (B, F, hidden)
+        rec = -mdn_log_prob(*self.head(rec_h), z[:, :I].flip(1))                 # (B, I)
+        return rec, -mdn_log_prob(*self.head(fut_h), z[:, I:])                   # (B, F)
+
+    def _forward_latents(self, batch: torch.Tensor, generator):
+        mu, logvar = self.vae.latents(batch)                                     # (B, I + F, D) each
+        rec, fut = self.latent_nll(reparameterize(mu, logvar, generator))
+        loss = (self.config.rec_weight * rec.mean(1) + fut.mean(1)).mean() / (batch.shape[-1] * batch.shape[-2])
+        return loss, {"loss": loss.item(), "rec_nats": rec.mean().item(), "future_nats": fut.mean().item()}
+
     # --------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self, batch: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None
                  ) -> dict[str, torch.Tensor]:
         """Exact conditional NLL of the future frames (nats per frame), of the first one, the input
-        reconstruction NLL, and the IoU of the first predicted frame. Deterministic: samples unused."""
+        reconstruction NLL, and the IoU of the first predicted frame. Deterministic: samples unused.
+        Two stages: the latents' mixture NLLs, over `samples` draws of z ~ q, and the IoU of the
+        frame decoded from the likeliest first predicted latent."""
         I = self.config.input_frames
+        if self.two_stage:
+            return self._evaluate_latents(batch, samples, generator)
         inputs, future = batch[:, :I], batch[:, I:]
         state = self.encode(inputs)
         fut_logits = self.decode(self.future_decoder, self.future_queries, state)   # (B, F, H, W)
@@ -123,6 +200,18 @@ class LSTMAE(DanceModel):
         rec = -frame_log_likelihood(self.decode(self.rec_decoder, self.rec_queries, state), inputs.flip(1))
         iou = frame_iou(fut_logits[:, 0] > 0, future[:, 0] > 0.5)
         return {"nll": nll.mean(1), "nll_next": nll[:, 0], "rec": rec.mean(1), "iou": iou}
+
+    def _evaluate_latents(self, batch: torch.Tensor, samples: int, generator) -> dict[str, torch.Tensor]:
+        I = self.config.input_frames
+        mu, logvar = self.vae.encoder(batch.flatten(0, 1)[:, None]).float().view(*batch.shape[:2], -1).chunk(2, -1)
+        draws = [self.latent_nll(reparameterize(mu, logvar, generator)) for _ in range(max(1, samples))]
+        rec = torch.stack([r.mean(1) for r, _ in draws]).mean(0)
+        fut = torch.stack([f for _, f in draws]).mean(0)                         # (B, F)
+        _, state = self.encoder(mu[:, :I])
+        h, _ = self.future_decoder(mu[:, I - 1:I], state)                        # the first future step
+        first = mdn_sample(*self.head(h[:, 0]), None, temperature=0.0)           # (B, D) likeliest mean
+        iou = frame_iou(self.vae.decode(first) > 0, batch[:, I] > 0.5)
+        return {"latent_nll": fut.mean(1), "latent_nll_next": fut[:, 0], "rec": rec, "iou": iou}
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -132,6 +221,8 @@ class LSTMAE(DanceModel):
         prediction. The model is deterministic: randomness enters only through feedback="sample";
         temperature is accepted for the common interface and has no effect."""
         check_rollout_options(temperature, feedback)
+        if self.two_stage:
+            return self._rollout_latents(seed, steps, generator, temperature, feedback)
         frames = list(seed.unbind(1))
         out = [frames[-1]]
         I = self.config.input_frames
@@ -141,3 +232,24 @@ class LSTMAE(DanceModel):
                 frames.append(x)
                 out.append(x)
         return torch.stack(out[:steps + 1], 1)
+
+    def _rollout_latents(self, seed, steps: int, generator, temperature: float, feedback: str) -> torch.Tensor:
+        """Two stages: sample future latents pass by pass (temperature scales the mixture as in
+        vae-lstm-mdn), feed them back as latents, decode all frames at the end in batches."""
+        c = self.config
+        mu, logvar = self.vae.latents(seed)
+        z = list(reparameterize(mu, logvar, generator).unbind(1))                # seed latents, each (B, D)
+        new = []
+        while len(new) < steps:
+            _, state = self.encoder(torch.stack(z[-c.input_frames:], 1))
+            prev = z[-1]
+            for _ in range(c.future_frames):
+                h, state = self.future_decoder(prev[:, None], state)
+                prev = mdn_sample(*self.head(h[:, 0]), generator, temperature).to(seed.dtype)
+                z.append(prev)
+                new.append(prev)
+        flat = torch.stack(new[:steps], 1).flatten(0, 1) if steps else mu.new_zeros(0, self.vae.latent)
+        frames = [feedback_frames(torch.sigmoid(self.vae.decode(flat[i:i + DECODE_CHUNK]).float()), feedback, generator)
+                  for i in range(0, len(flat), DECODE_CHUNK)]
+        out = torch.cat(frames).view(len(seed), steps, *self.frame_size) if frames else seed[:, :0]
+        return torch.cat([seed[:, -1:], out.to(seed.dtype)], 1)

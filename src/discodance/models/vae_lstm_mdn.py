@@ -46,21 +46,19 @@ DanceNet's bugs, and what this implementation does instead:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ..checkpoint import load_checkpoint
 from ..errors import require
 from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, MDNHead, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_log_prob, importance_chunks, iwae_bound, kl_gaussian,
                      mdn_log_prob, mdn_sample, reparameterize)
 from .code_cache import ContextCache
+from .frame_vae import VAE_KEYS, base_config_of, read_frame_vae
 
 STAGES = ("joint", "vae", "lstm")
-VAE_KEYS = ("latent", "channels", "hidden")   # the frozen VAE's settings, taken from the base run
 DECODE_CHUNK = 64                             # latents decoded per call in a rollout
 
 
@@ -107,12 +105,6 @@ def _same(a, b) -> bool:
     return list(a) == list(b) if isinstance(b, (list, tuple)) else a == b
 
 
-def _read_base(run: str) -> dict:
-    ckpt = load_checkpoint(run)
-    model, stage = ckpt["config"]["model"], ckpt["config"]["model_config"].get("stage", "joint")
-    require(model == "vae-lstm-mdn" and stage != "lstm",
-            f"base_run {run} is a {model!r} run (stage {stage}); stage=lstm needs a vae-lstm-mdn stage=vae run")
-    return ckpt
 
 
 class VAELSTMMDN(DanceModel):
@@ -122,8 +114,7 @@ class VAELSTMMDN(DanceModel):
     def complete_config(cls, config: VAELSTMMDNConfig) -> VAELSTMMDNConfig:
         """stage=lstm: base_run -> its absolute path, its model config, and its VAE's settings."""
         if config.stage == "lstm" and config.base_config is None and config.base_run:
-            config.base_run = str(Path(config.base_run).resolve())
-            config.base_config = _read_base(config.base_run)["config"]["model_config"]
+            config.base_run, config.base_config = base_config_of(config.base_run)
             for key in VAE_KEYS:
                 value = config.base_config.get(key)
                 setattr(config, key, tuple(value) if isinstance(value, list) else value)
@@ -153,7 +144,7 @@ class VAELSTMMDN(DanceModel):
         """stage=lstm: the base run's encoder and decoder, frozen, when a new run starts."""
         if self.config.stage != "lstm":
             return
-        state = _read_base(self.config.base_run)["model"]
+        state = read_frame_vae(self.config.base_run)["model"]
         vae = {k: v for k, v in state.items() if k.split(".")[0] in ("encoder", "decoder")}
         missing = [k for k in self.state_dict() if k.split(".")[0] in ("encoder", "decoder") and k not in vae]
         require(not missing, f"base_run {self.config.base_run} lacks the VAE weights {missing[:3]}")

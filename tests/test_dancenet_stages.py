@@ -106,32 +106,50 @@ def test_compare_trains_the_first_stage_inside_the_budget(tiny_data, tmp_path):
     assert info["stages"]["base"]["minutes"] == pytest.approx(0.75) and info["stages"]["prior"]["minutes"] == pytest.approx(0.25)
 
 
-def test_lstm_ae_on_a_first_stage_models_latents_and_its_rollouts_are_stochastic(first_stage, tiny_data, tmp_path):
-    sets = {"input_frames": 3, "future_frames": 2, "lstm_hidden": 16, "lstm_layers": 1, "query": 4, "mixtures": 2,
-            "base_run": str(first_stage)}
-    ckpt = load_checkpoint(train(tiny_data, tmp_path / "ae", "lstm-ae", sets, TrainConfig(steps=6, **LOOP),
-                                 progress=False))
+LATENT_SETS = {
+    "lstm-ae": ({"input_frames": 3, "future_frames": 2, "lstm_hidden": 16, "lstm_layers": 1, "query": 4, "mixtures": 2},
+                {"latent_nll", "latent_nll_next", "rec", "iou"}),
+    "vrnn": ({"latent": 4, "state": 16, "features": 16, "z_features": 8, "hidden": 32, "seq_len": 5, "seed_len": 3},
+             {"latent_nelbo", "latent_iwae", "rec", "kl", "iou"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATENT_SETS))
+def test_sequence_models_on_a_first_stage_model_its_latents_and_roll_out_stochastically(name, first_stage, tiny_data,
+                                                                                        tmp_path):
+    sets, keys = LATENT_SETS[name]
+    ckpt = load_checkpoint(train(tiny_data, tmp_path / "run", name, {**sets, "base_run": str(first_stage)},
+                                 TrainConfig(steps=6, **LOOP), progress=False))
     base = load_checkpoint(first_stage / "checkpoint.pt")["model"]
     for key, value in base.items():
         if key.split(".")[0] in ("encoder", "decoder"):
             assert torch.equal(ckpt["model"][f"vae.{key}"], value), key        # loaded and frozen
     model = load_model(ckpt)
+    assert not any(n.startswith("vae.") for g in model.optimizer_groups().values() for n, p in model.named_parameters()
+                   if any(p is q for q in g))
     frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).round()
     a = model.rollout(frames, 9, torch.Generator().manual_seed(1))
     b = model.rollout(frames, 9, torch.Generator().manual_seed(1))
     c = model.rollout(frames, 9, torch.Generator().manual_seed(2))
     assert a.shape == (2, 10, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[:, 0], frames[:, -1])
     out = model.evaluate(torch.rand(3, 5, 32, 32).round(), samples=2, generator=torch.Generator().manual_seed(0))
-    assert set(out) == {"latent_nll", "latent_nll_next", "rec", "iou"} and torch.isfinite(out["latent_nll"]).all()
-    pixel = build_model("lstm-ae", model_config("lstm-ae", (32, 32), {k: v for k, v in sets.items() if k != "base_run"}))
+    assert set(out) == keys and all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_lstm_ae_in_pixels_is_deterministic():
+    sets = {k: v for k, v in LATENT_SETS["lstm-ae"][0].items() if k != "mixtures"}
+    pixel = build_model("lstm-ae", model_config("lstm-ae", (32, 32), {**sets, "channels": (8, 16), "hidden": 32}))
+    frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).round()
     assert torch.equal(pixel.rollout(frames, 4, torch.Generator().manual_seed(1)),
-                       pixel.rollout(frames, 4, torch.Generator().manual_seed(2)))   # deterministic in pixels
+                       pixel.rollout(frames, 4, torch.Generator().manual_seed(2)))
 
 
-def test_lstm_ae_two_stage_asks_compare_for_a_first_stage():
-    first = REGISTRY["lstm-ae"].first_stage
+@pytest.mark.parametrize("name", sorted(LATENT_SETS))
+def test_two_stage_asks_compare_for_a_first_stage(name):
+    first = REGISTRY[name].first_stage
     assert first({"two_stage": "true", "channels": "8,16", "lstm_hidden": "16"}) == (
         "vae-lstm-mdn", {"stage": "vae", "channels": "8,16"})
     assert first({}) is None and first({"two_stage": "true", "base_run": "runs/vae"}) is None
     with pytest.raises(DiscodanceError, match="two_stage needs a trained first stage"):
-        model_config("lstm-ae", (32, 32), {"two_stage": True})
+        model_config(name, (32, 32), {"two_stage": True})

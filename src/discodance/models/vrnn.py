@@ -16,6 +16,14 @@ Evaluation reports it per frame ('nelbo') and the importance-weighted bound over
 Rollout: the seed frames are filtered (z_t ~ q, h_t updated with the real frames); then each step
 samples z_t from the prior, decodes x_t and feeds it back through phi_x into the recurrence — the
 model's own ancestral sampling, so every generated frame is re-encoded by phi_x (not by q).
+
+Two stages (`--set base_run=RUN`, a vae-lstm-mdn stage=vae run, frame_vae.py; or `two_stage=true`,
+with which `compare` trains that first stage): the observations x_t are then the frozen per-frame
+VAE's latents (z ~ q of each frame) instead of pixels; phi_x and phi_dec become MLPs and
+p(x_t | z_<=t, x_<t) a diagonal Gaussian, so a step costs no conv net and a window can be long.
+Frames are decoded by the frozen decoder at the end of a rollout. The bounds are then on the
+latents, not on pixels: evaluate() reports them as 'latent_nelbo' / 'latent_iwae' (nats per
+frame's latent), with the IoU of the frame decoded from the predicted last latent.
 """
 from __future__ import annotations
 
@@ -30,6 +38,9 @@ from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_log_prob, importance_chunks, iwae_bound, kl_gaussian, mlp,
                      reparameterize)
+from .frame_vae import FrozenFrameVAE, base_config_of
+
+DECODE_CHUNK = 64   # latents decoded per call in a two-stage rollout
 
 
 @dataclass
@@ -44,6 +55,9 @@ class VRNNConfig:
     kl_weight: float = 1.0
     channels: tuple[int, ...] = (32, 64, 128, 256)
     hidden: int = 512
+    base_run: str = ""            # a vae-lstm-mdn stage=vae run: observe its frozen latents (two stages)
+    base_config: dict | None = None   # filled from base_run: its model config
+    two_stage: bool = False       # observe a first stage's latents (set by base_run; compare trains the base)
 
     def validate(self) -> "VRNNConfig":
         check_conv_settings(self.frame_size, self.channels)
@@ -51,21 +65,53 @@ class VRNNConfig:
                 "latent, state, features, z_features and hidden must be >= 1")
         require(self.seq_len >= 1 and self.seed_len >= 1, "seq_len and seed_len must be >= 1")
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
+        require(not self.two_stage or isinstance(self.base_config, dict),
+                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run)")
+        if self.base_config is not None:
+            require(list(self.base_config.get("frame_size", ())) == list(self.frame_size),
+                    f"the base run was trained on {self.base_config.get('frame_size')} frames, this data has "
+                    f"{list(self.frame_size)}")
         return self
 
 
 class VRNN(DanceModel):
     config_class = VRNNConfig
 
+    @classmethod
+    def complete_config(cls, config: VRNNConfig) -> VRNNConfig:
+        """base_run -> its absolute path and its model config."""
+        if config.base_config is None and config.base_run:
+            config.base_run, config.base_config = base_config_of(config.base_run)
+        config.two_stage = config.two_stage or config.base_config is not None
+        return config
+
+    @classmethod
+    def first_stage(cls, sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        """two_stage=true without base_run: a vae-lstm-mdn stage=vae run of the same conv size."""
+        if str(sets.get("two_stage", "false")).lower() not in ("true", "1") or sets.get("base_run"):
+            return None
+        return "vae-lstm-mdn", {"stage": "vae", **{k: v for k, v in sets.items() if k in ("channels", "hidden")}}
+
     def __init__(self, config: VRNNConfig):
         super().__init__(config.validate())
         c = config
-        self.phi_x = ConvEncoder(1, c.frame_size, c.features, c.channels, c.hidden)
+        self.two_stage = c.two_stage
+        if self.two_stage:
+            self.vae = FrozenFrameVAE(c.base_config)
+            self.phi_x = mlp(self.vae.latent, c.hidden, c.features)
+            self.phi_dec = mlp(c.z_features + c.state, c.hidden, 2 * self.vae.latent)   # Gaussian over x_t
+        else:
+            self.phi_x = ConvEncoder(1, c.frame_size, c.features, c.channels, c.hidden)
+            self.phi_dec = ConvDecoder(c.z_features + c.state, c.frame_size, 1, c.channels, c.hidden)
         self.phi_z = nn.Sequential(nn.Linear(c.latent, c.z_features), nn.SiLU())
         self.phi_prior = mlp(c.state, c.hidden, 2 * c.latent)
         self.phi_enc = mlp(c.features + c.state, c.hidden, 2 * c.latent)
-        self.phi_dec = ConvDecoder(c.z_features + c.state, c.frame_size, 1, c.channels, c.hidden)
         self.rnn = nn.GRUCell(c.features + c.z_features, c.state)
+
+    def load_pretrained(self) -> None:
+        """Two stages: the base run's VAE, frozen, when a new run starts."""
+        if self.two_stage:
+            self.vae.load_run(self.config.base_run)
 
     @property
     def window(self) -> int:
@@ -76,16 +122,33 @@ class VRNN(DanceModel):
         return self.config.seed_len
 
     # --------------------------------------------------------------------------- pieces
-    def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """phi_x: (B, T, H, W) -> (B, T, features)."""
-        B, T = frames.shape[:2]
-        return self.phi_x(frames.reshape(B * T, 1, *frames.shape[-2:])).view(B, T, -1)
+    def observe(self, frames: torch.Tensor, generator) -> torch.Tensor:
+        """The observations x_t of frames (B, T, H, W): the frames, or (two stages) z ~ q (B, T, D)."""
+        return reparameterize(*self.vae.latents(frames), generator) if self.two_stage else frames
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """phi_x: observations (B, T, H, W) or (B, T, D) -> (B, T, features)."""
+        if self.two_stage:
+            return self.phi_x(x)
+        B, T = x.shape[:2]
+        return self.phi_x(x.reshape(B * T, 1, *x.shape[-2:])).view(B, T, -1)
 
     def decode(self, fz: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """phi_dec: phi_z(z) (..., Fz) and h (..., state) -> pixel logits (..., H, W)."""
+        """phi_dec: phi_z(z) (..., Fz) and h (..., state) -> pixel logits (..., H, W), or (two stages)
+        the mean and log-variance of x_t, concatenated (..., 2D)."""
+        if self.two_stage:
+            return self.phi_dec(torch.cat([fz, h], -1))
         lead = fz.shape[:-1]
         x = torch.cat([fz, h], -1).reshape(-1, fz.shape[-1] + h.shape[-1])
         return self.phi_dec(x)[:, 0].view(*lead, *self.frame_size)
+
+    def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_t | z_<=t, x_<t) per step (B, T) of decode()'s output for observations x."""
+        return gaussian_log_prob(x, *out.chunk(2, -1)) if self.two_stage else frame_log_likelihood(out, x)
+
+    def frame_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Pixel logits (..., H, W) of decode()'s output: the frozen decoder of its mean, two stages."""
+        return self.vae.decode(out.chunk(2, -1)[0]) if self.two_stage else out
 
     def filter(self, fx: torch.Tensor, generator, h=None):
         """Run inference over features fx (B, T, F): per step the posterior and prior parameters, the
@@ -106,8 +169,9 @@ class VRNN(DanceModel):
 
     # --------------------------------------------------------------------------- training
     def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
-        f, _ = self.filter(self.features(batch), generator)
-        rec = -frame_log_likelihood(self.decode(f["fz"], f["h"]), batch)         # (B, T), eq. 6
+        x = self.observe(batch, generator)
+        f, _ = self.filter(self.features(x), generator)
+        rec = -self.log_likelihood(self.decode(f["fz"], f["h"]), x)              # (B, T), eq. 6
         kl = kl_gaussian(f["mu_q"], f["logvar_q"], f["mu_p"], f["logvar_p"])     # (B, T)
         pixels = batch.shape[-1] * batch.shape[-2]
         loss = (rec + self.config.kl_weight * kl).mean() / pixels                # nats per pixel, eq. 11
@@ -119,23 +183,27 @@ class VRNN(DanceModel):
     def evaluate(self, batch: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
                  chunk: int = 16) -> dict[str, torch.Tensor]:
         """Per-frame bound (eq. 11), importance-weighted window bound, and the IoU of the last frame
-        predicted from the prior given the earlier frames."""
+        predicted from the prior given the earlier frames. Two stages: the bounds are on the latent
+        means of the frames ('latent_nelbo', 'latent_iwae')."""
         B, T = batch.shape[:2]
-        fx = self.features(batch)                                                # (B, T, F)
+        obs = self.vae.latents(batch)[0] if self.two_stage else batch            # (B, T, D) means, or frames
+        fx = self.features(obs)                                                  # (B, T, F)
 
         def draw(s: int) -> dict[str, torch.Tensor]:                            # each (B, s)
-            x, fxs = batch.repeat_interleave(s, 0), fx.repeat_interleave(s, 0)
+            x, fxs = obs.repeat_interleave(s, 0), fx.repeat_interleave(s, 0)
             f, _ = self.filter(fxs, generator)
-            ll = frame_log_likelihood(self.decode(f["fz"], f["h"]), x)           # (B*s, T)
+            ll = self.log_likelihood(self.decode(f["fz"], f["h"]), x)            # (B*s, T)
             kl = kl_gaussian(f["mu_q"], f["logvar_q"], f["mu_p"], f["logvar_p"])
             log_pq = gaussian_log_prob(f["z"], f["mu_p"], f["logvar_p"]) - gaussian_log_prob(f["z"], f["mu_q"], f["logvar_q"])
             z = reparameterize(f["mu_p"][:, -1], f["logvar_p"][:, -1], generator)   # prior at the last step
-            pred = self.decode(self.phi_z(z), f["h"][:, -1]) > 0
+            pred = self.frame_logits(self.decode(self.phi_z(z), f["h"][:, -1])) > 0
+            truth = batch[:, -1].repeat_interleave(s, 0) > 0.5
             return {"log_w": (ll + log_pq).sum(1).view(B, s), "nelbo": (kl - ll).sum(1).view(B, s),
-                    "kl": kl.sum(1).view(B, s), "iou": frame_iou(pred, x[:, -1] > 0.5).view(B, s)}
+                    "kl": kl.sum(1).view(B, s), "iou": frame_iou(pred, truth).view(B, s)}
 
         d = importance_chunks(samples, chunk, draw)
-        return {"nelbo": d["nelbo"].mean(1) / T, "iwae": iwae_bound(d["log_w"]) / T,
+        unit = "latent_" if self.two_stage else ""
+        return {f"{unit}nelbo": d["nelbo"].mean(1) / T, f"{unit}iwae": iwae_bound(d["log_w"]) / T,
                 "rec": (d["nelbo"] - d["kl"]).mean(1) / T, "kl": d["kl"].mean(1) / T, "iou": d["iou"].mean(1)}
 
     # --------------------------------------------------------------------------- generation
@@ -146,13 +214,22 @@ class VRNN(DanceModel):
         ancestral sampling (z_t from the prior with its standard deviation scaled by sqrt(tau);
         tau = 0 takes the prior mean); the shown frame is also the one fed back through phi_x."""
         check_rollout_options(temperature, feedback)
-        _, h = self.filter(self.features(seed), generator)                       # h after the seed
-        out = [seed[:, -1]]
+        _, h = self.filter(self.features(self.observe(seed, generator)), generator)   # h after the seed
+        out, latents = [seed[:, -1]], []
         for _ in range(steps):
             mu_p, logvar_p = self.phi_prior(h).chunk(2, -1)
             fz = self.phi_z(reparameterize(mu_p, logvar_p, generator, math.sqrt(temperature)))
-            probs = torch.sigmoid(self.decode(fz, h).float())
-            x = feedback_frames(probs, feedback, generator).to(seed.dtype)       # (B, H, W)
-            out.append(x)
+            dec = self.decode(fz, h)
+            if self.two_stage:   # x_t ~ p(x_t | z_t, h): a latent, fed back as it is; decoded at the end
+                x = reparameterize(*dec.chunk(2, -1), generator, math.sqrt(temperature)).to(seed.dtype)
+                latents.append(x)
+            else:
+                x = feedback_frames(torch.sigmoid(dec.float()), feedback, generator).to(seed.dtype)   # (B, H, W)
+                out.append(x)
             h = self.rnn(torch.cat([self.features(x[:, None])[:, 0], fz], -1), h)
+        if latents:
+            flat = torch.stack(latents, 1).flatten(0, 1)
+            frames = [feedback_frames(torch.sigmoid(self.vae.decode(flat[i:i + DECODE_CHUNK]).float()), feedback,
+                                      generator) for i in range(0, len(flat), DECODE_CHUNK)]
+            out += list(torch.cat(frames).view(len(seed), steps, *self.frame_size).to(seed.dtype).unbind(1))
         return torch.stack(out, 1)

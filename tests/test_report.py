@@ -186,3 +186,17 @@ def test_evaluate_full_prints_one_json_object(report, capsys, monkeypatch):
     assert set(result["quality"]["horizons"]) == {"16", "64", "256"}
     assert result["cost"]["parameters"] > 0 and result["likelihood"]["windows"] > 0
     assert 0 <= result["real"]["implausible"] <= 1 and "probe_error_px" in result["evalnet"]
+
+
+def test_compare_size_presets_sit_under_the_users_settings(tiny_data, tmp_path):
+    cfg = CompareConfig(data=str(tiny_data), models=("gan", "code-prior"), out=str(tmp_path / "r"),
+                        model_sets={"gan": {"hidden": "64"}}).validate()
+    assert cfg.model_sets["gan"] == {"channels": "16,32,64,128", "hidden": "64", "d_channels": "16,32,64,128",
+                                     "code": "128"}
+    assert cfg.model_sets["gumbel-vae"] == {"channels": "16,32,64,128", "hidden": "256"}   # code-prior's first stage
+    assert cfg.first_stage("code-prior") == ("gumbel-vae", {"channels": "16,32,64,128", "hidden": "256",
+                                                            "context": "1", "horizon": "0"})
+    plain = CompareConfig(data=str(tiny_data), models=("gan",), out=str(tmp_path / "r"), size="default").validate()
+    assert plain.model_sets == {}
+    with pytest.raises(DiscodanceError, match="--size must be one of"):
+        CompareConfig(data=str(tiny_data), models=("gan",), out=str(tmp_path / "r"), size="huge").validate()

@@ -201,7 +201,7 @@ def cmd_compare(args) -> None:
     train_sets, model_train_sets = _split_train_sets(args.train_set)
     cfg = CompareConfig(data=args.data, models=models, out=args.out, minutes=args.minutes, seeds=args.seeds,
                         steps=args.steps, model_sets=_model_sets(args.set), train_sets=train_sets,
-                        model_train_sets=model_train_sets, prior_share=args.prior_share,
+                        model_train_sets=model_train_sets, prior_share=args.prior_share, size=args.size,
                         device=args.device, overwrite=args.overwrite,
                         evaluation=FullEvalConfig(rollouts=args.rollouts, samples=args.samples, horizons=args.horizons))
     result = run_compare(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="MODEL:KEY=VALUE", help="model setting, e.g. gan:noise=16 (repeatable)")
     c.add_argument("--train-set", action="append", metavar="[MODEL:]KEY=VALUE",
                    help="training-loop setting for every run, or with MODEL: for that model's runs (repeatable)")
+    c.add_argument("--size", choices=("demo", "default"), default="demo",
+                   help="model sizes under your --set values: demo = the demo's conv size for every model "
+                        "(1.6-2.5 M parameters, minutes on a CPU; default), default = each model's own defaults")
     c.add_argument("--prior-share", type=_positive_float, default=0.25,
                    help="two-stage models (code-prior, vae-lstm-mdn stage=lstm): share of the budget for the "
                         "second stage; the first stage gets the rest")

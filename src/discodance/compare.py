@@ -37,6 +37,18 @@ from .folders import FolderLock, check_target, swap_in
 from .evaluation.full import FullEvalConfig
 
 GIF_ROLLOUT = dict(num=8, steps=48)
+# --size: every model's settings under the user's --set values. "demo" puts each at the demo's conv
+# size (16-128 channels) and 1.6-2.5 M trained parameters, which a CPU trains in minutes;
+# "default" keeps each model's own defaults (6-16 M parameters, sized like the papers').
+_DEMO_CONV = {"channels": "16,32,64,128", "hidden": "256"}
+SIZES = {
+    "default": {},
+    "demo": {"gumbel-vae": _DEMO_CONV, "code-prior": {},
+             "vae-lstm-mdn": {**_DEMO_CONV, "latent": "32", "lstm_layers": "2", "lstm_hidden": "256", "mixtures": "8"},
+             "gan": {**_DEMO_CONV, "d_channels": "16,32,64,128", "code": "128"},
+             "vrnn": {**_DEMO_CONV, "features": "128"},
+             "lstm-ae": {**_DEMO_CONV, "features": "128", "lstm_hidden": "256", "lstm_layers": "1"}},
+}
 STRIP_ROWS = 4  # sequences shown in each strip of frames 0, 1, 2, 16
 
 
@@ -53,6 +65,7 @@ class CompareConfig:
     train_sets: dict[str, str] = field(default_factory=dict)              # training-loop settings of every run
     model_train_sets: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> its own loop settings
     prior_share: float = 0.25                        # two-stage models: share of the budget for the second stage
+    size: str = "demo"                               # a SIZES preset under model_sets
     device: str = "auto"
     overwrite: bool = False
     evaluation: FullEvalConfig = field(default_factory=FullEvalConfig)
@@ -66,6 +79,8 @@ class CompareConfig:
         require(self.minutes > 0, f"--minutes must be > 0, got {self.minutes}")
         require(self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}")
         require(0 < self.prior_share < 1, f"prior_share must be in (0, 1), got {self.prior_share}")
+        require(self.size in SIZES, f"--size must be one of {', '.join(SIZES)}, got {self.size!r}")
+        self._apply_size()
         allowed = set(self.models) | {first[0] for first in map(self.first_stage, self.models) if first}
         stray = [m for m in self.model_sets if m not in allowed]
         require(not stray, f"--set names model(s) not in --models: {', '.join(stray)}")
@@ -73,6 +88,17 @@ class CompareConfig:
         self.evaluation.validate()
         self._check_settings()
         return self
+
+    def _apply_size(self) -> None:
+        """The size preset's settings of every model and first stage, under the user's own."""
+        from .models import REGISTRY
+        preset = SIZES[self.size]
+        sets = {m: {**preset.get(m, {}), **self.model_sets.get(m, {})} for m in self.models}
+        for m in self.models:
+            first = REGISTRY[m].first_stage(sets[m])
+            if first and first[0] != m and first[0] in preset:
+                sets[first[0]] = {**preset[first[0]], **self.model_sets.get(first[0], {})}
+        self.model_sets = {**self.model_sets, **{m: s for m, s in sets.items() if s}}
 
     def first_stage(self, model: str) -> tuple[str, dict[str, str]] | None:
         """The model name and --set values of `model`'s first stage run, if it has one."""

@@ -153,3 +153,31 @@ def test_two_stage_asks_compare_for_a_first_stage(name):
     assert first({}) is None and first({"two_stage": "true", "base_run": "runs/vae"}) is None
     with pytest.raises(DiscodanceError, match="two_stage needs a trained first stage"):
         model_config(name, (32, 32), {"two_stage": True})
+
+
+def _train_args(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--steps", "8", "--batch-size", "8", "--no-progress",
+            "--train-set", "eval_batches=1", "--train-set", "warmup_steps=2", *extra]
+
+
+def test_one_train_command_trains_both_stages(tiny_data, tmp_path, capsys):
+    from discodance.cli import main
+    tiny = ["--set", "context=4", "--set", "width=16", "--set", "blocks=1", "--set", "heads=2", "--set", "prompt=2"]
+    assert main(_train_args(tiny_data, tmp_path / "prior", "--model", "code-prior", "--prior-share", "0.25", *tiny)) == 0
+    base, second = load_checkpoint(tmp_path / "prior.base"), load_checkpoint(tmp_path / "prior")
+    assert base["config"]["model"] == "gumbel-vae" and base["step"] == 6 and second["step"] == 2
+    assert base["config"]["model_config"]["horizon"] == 0 and base["config"]["model_config"]["context"] == 1
+    assert second["config"]["model_config"]["base_run"] == str((tmp_path / "prior.base").resolve())
+    assert "first stage: gumbel-vae" in capsys.readouterr().err
+
+
+def test_a_bad_second_stage_setting_fails_before_the_first_stage_trains(tiny_data, tmp_path, capsys):
+    from conftest import one_line_error
+    one_line_error(capsys, _train_args(tiny_data, tmp_path / "prior", "--model", "code-prior", "--set", "width=10",
+                                       "--set", "heads=4"), "width (10) must be a multiple of heads (4)")
+    assert not (tmp_path / "prior.base").exists() and not (tmp_path / "prior").exists()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    one_line_error(capsys, _train_args(tiny_data, tmp_path / "taken", "--model", "vae-lstm-mdn", "--set", "stage=lstm"),
+                   "taken")
+    assert not (tmp_path / "taken.base").exists() and (tmp_path / "taken" / "notes.txt").read_text() == "mine"

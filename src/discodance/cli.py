@@ -126,12 +126,18 @@ def _train_config(args) -> TrainConfig:
 
 
 def cmd_train(args) -> None:
+    from .stages import first_stage_of, train_two_stages
     from .train import train
     # --resume keeps the run's own settings; only an explicit --steps/--minutes changes its budget
     explicit_budget = args.steps is not None or args.minutes is not None
     cfg = _train_config(args) if not args.resume or explicit_budget else None
-    ckpt = train(args.data, args.out, args.model, parse_overrides(args.set), cfg, resume=args.resume,
-                 overwrite=args.overwrite, progress=not args.no_progress)
+    sets = parse_overrides(args.set)
+    if not args.resume and first_stage_of(args.model or "gumbel-vae", sets):
+        ckpt = train_two_stages(args.data, args.out, args.model, sets, cfg, args.prior_share,
+                                overwrite=args.overwrite, progress=not args.no_progress)
+    else:
+        ckpt = train(args.data, args.out, args.model, sets, cfg, resume=args.resume,
+                     overwrite=args.overwrite, progress=not args.no_progress)
     print(f"checkpoint: {ckpt}\nmetrics:    {Path(args.out) / 'metrics.jsonl'}")
 
 
@@ -303,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting, e.g. --set latents=32 (repeatable)")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="training-loop setting, e.g. eval_every=200")
+    t.add_argument("--prior-share", type=_positive_float, default=0.5,
+                   help="two-stage models without base_run (code-prior; vae-lstm-mdn stage=lstm; vrnn, lstm-ae "
+                        "two_stage=true): the first stage trains into OUT.base on 1 - share of the budget, "
+                        "the model on the rest")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

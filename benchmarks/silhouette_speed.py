@@ -58,8 +58,7 @@ def per_frame(video: Path, name: str, fit_seconds: list):
             first = next(frames)  # the clock starts after the first frame: it warms the network up
             method(first)
             t1, n = time.perf_counter(), 0
-            for frame in frames:
-                mask, _ = method(frame)
+            for mask, _ in method.masks(frames):  # segment: the whole choice of the dancer (pick.py)
                 keep_dancer(mask)
                 n += 1
             return n, time.perf_counter() - t1

@@ -52,6 +52,21 @@ def _up_axis(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class _PickAction(argparse.Action):
+    """--pick RULE [NUMBERS]: one word (moving, point:X,Y) or two (point X,Y), checked at once."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .data.pick import parse_pick
+        need = 2 if values[0].lower() in ("point", "box") else 1
+        if len(values) > need:
+            parser.error(f"--pick {' '.join(values[:need])} is followed by {values[need]!r}; "
+                         "give the sources before --pick")
+        try:
+            setattr(namespace, self.dest, parse_pick(values))
+        except DiscodanceError as e:
+            parser.error(str(e))
+
+
 _positive_int = _number(int, 1)
 _positive_float = _number(float, 0, inclusive=False)
 _nonneg_float = _number(float, 0)
@@ -93,6 +108,7 @@ def cmd_prepare(args) -> None:
     motion = [s.is_file() and s.suffix.lower() in BVH_EXTENSIONS + KEYPOINT_EXTENSIONS for s in sources]
     require(all(motion) or not any(motion),
             "mix of motion files and videos/image folders: prepare them as separate datasets")
+    require(not any(motion) or args.pick is None, "--pick is for videos and image folders, not motion files")
     require(all(motion) or (args.up is None and args.skeleton is None),
             "--up and --skeleton are for motion files (bvh, npy, npz, json), not videos or image folders")
     check_target(args.out, "dataset", inputs=sources, overwrite=args.overwrite)
@@ -106,7 +122,7 @@ def cmd_prepare(args) -> None:
         from .data.silhouette import prepare
         path = prepare(sources, args.out, method=args.method, masks=args.masks, size=size, fps=args.fps,
                        start=args.start, end=args.end, stride=args.stride, crop=not args.no_crop,
-                       overwrite=args.overwrite, invert=args.invert, force=args.force)
+                       overwrite=args.overwrite, invert=args.invert, force=args.force, pick=args.pick)
     from .data.dataset import load_dataset
     info = load_dataset(path).describe()
     print(f"wrote {info['frames']} frames of {info['frame_size'][0]}x{info['frame_size'][1]} "
@@ -271,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method", default="segment", choices=("threshold", "background", "segment"),
                    help="video silhouettes: threshold (dark dancer, bright backdrop), background (fixed camera), "
                         "segment (person segmentation network; pip install 'discodance[segment]')")
+    r.add_argument("--pick", nargs="+", action=_PickAction, default=None, metavar=("RULE", "X,Y"),
+                   help="segment: which person is the dancer: moving (default: the one whose body changes shape "
+                        "most over the clip), largest, point X,Y (the person under this point) or box X,Y,W,H "
+                        "(the person inside this box); points and boxes are in source pixels of the first frame")
     r.add_argument("--masks", action="store_true", help="the image folders already hold masks")
     r.add_argument("--invert", action="store_true", help="threshold: a bright dancer on a dark backdrop")
     r.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))

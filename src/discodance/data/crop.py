@@ -152,17 +152,26 @@ class MaskSpill:
     def nonempty(self) -> int:
         return sum(e is not None for e in self.entries)
 
+    def _read(self, entry: _Entry) -> np.ndarray:
+        n = entry.shape[0] * entry.shape[1]
+        self.file.seek(entry.offset)
+        bits = np.frombuffer(zlib.decompress(self.file.read(entry.nbytes)), dtype=np.uint8)
+        return np.unpackbits(bits, count=n).reshape(entry.shape).astype(bool)
+
     def frames(self, boxes: np.ndarray, size: tuple[int, int]):
         """Yield each stored mask rendered into its crop box, (H, W) uint8 0/255."""
         for entry, box in zip(self.entries, boxes):
             if entry is None:
                 yield np.zeros(size, dtype=np.uint8)
                 continue
-            n = entry.shape[0] * entry.shape[1]
-            self.file.seek(entry.offset)
-            bits = np.frombuffer(zlib.decompress(self.file.read(entry.nbytes)), dtype=np.uint8)
-            crop = np.unpackbits(bits, count=n).reshape(entry.shape).astype(bool)
-            yield render(crop, entry.origin, entry.scale, box, size)
+            yield render(self._read(entry), entry.origin, entry.scale, box, size)
+
+    def mask(self, i: int, shape: tuple[int, int]) -> np.ndarray:
+        """Stored mask number i as a whole (H, W) bool frame again (pick.py keeps everyone's here)."""
+        entry, out = self.entries[i], np.zeros(shape, dtype=bool)
+        if entry is None:
+            return out
+        return render(self._read(entry), entry.origin, entry.scale, (0.0, 0.0, *shape), shape) > 0
 
     def close(self) -> None:
         self.file.close()

@@ -2,6 +2,8 @@
 (silhouette.py's threshold, background and masks; segment.py's person segmentation)."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from .video import Clip
@@ -24,6 +26,12 @@ class Method:
 
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
+
+    def masks(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(mask, keypoints) of every frame of a clip, in order. A method that must see the whole clip
+        before it can decide (segment, choosing the dancer among several people) overrides this."""
+        for frame in frames:
+            yield self(frame)
 
     def options(self) -> dict:
         """What was used (the fitted threshold, ...), recorded in the dataset's meta.json."""

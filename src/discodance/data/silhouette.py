@@ -31,6 +31,7 @@ from .crop import MaskSpill, smooth_boxes
 from .budget import check_budget, check_frame_size
 from .writer import DatasetWriter
 from .method import Method
+from .pick import Pick, check_inside, parse_pick
 from .segment import Segment
 from .video import Clip, ImageClip, VideoClip, open_source
 
@@ -157,8 +158,7 @@ def _masks(clip: Clip, method: Method, progress: bool, keypoints: list) -> Itera
     bar = progress_bar(clip.frames(gray=method.gray), total=clip.est_frames, unit="frame",
                        desc=f"{clip.name} [{method.name}]", enabled=progress)
     sy, sx = clip.scale
-    for frame in bar:
-        mask, points = method(frame)
+    for mask, points in method.masks(iter(bar)):
         keypoints.append(points if points is None else points * np.float32([sx, sy]))
         yield keep_dancer(mask) if method.clean else mask
 
@@ -235,21 +235,28 @@ def prepare(sources, out, *, method: str = "segment", masks: bool = False,
             size: tuple[int, int] = (64, 64), fps: float | None = None, start: float | None = None,
             end: float | None = None, stride: int = 1, crop: bool = True, overwrite: bool = False,
             invert: bool = False, progress: bool = True, method_options: dict | None = None,
-            force: bool = False) -> Path:
+            force: bool = False, pick: str | Pick | None = None) -> Path:
     """Videos and/or image folders -> a silhouette dataset at `out`, one clip per source.
 
     All sources share one frame rate (videos are resampled to the first source's, or to
     `fps`) and, with crop=False, must share one frame size. The gate (gate.py) refuses silhouettes
-    that look broken unless `force`. Returns the dataset path.
+    that look broken unless `force`. `pick` chooses the dancer among the people `segment` finds
+    (pick.py; default "moving"); a point or box is in each source's first frame. Returns the dataset path.
     """
     require(masks or method in METHODS,
             f"unknown silhouette method {method!r}; choose from {', '.join(METHODS)}")
+    if pick is not None:
+        require(method == "segment" and not masks, "--pick chooses among the people found by --method segment")
+        pick = pick if isinstance(pick, Pick) else parse_pick(pick)
+        method_options = {**(method_options or {}), "pick": pick}
     size = (int(size[0]), int(size[1]))
     require(size[0] >= 1 and size[1] >= 1, f"--size must be two positive numbers, got {size}")
     if crop:
         check_frame_size(*size)  # before a 20000x20000 work size is chosen
     work = max(MIN_WORK_HEIGHT, 8 * size[0]) if crop else None
     clips = _open_all(_as_list(sources), fps, start, end, stride, work)
+    for clip in clips if pick is not None else ():
+        check_inside(pick, clip.source_size[1], clip.source_size[0], clip.path)
     if not crop:
         for clip in clips:
             require((clip.height, clip.width) == (clips[0].height, clips[0].width),
@@ -297,20 +304,20 @@ def _clip_info(clip: Clip, method: Method, length: int, boxes: list) -> dict:
 def prepare_video(paths, out, *, method: str = "segment", size: tuple[int, int] = (64, 64),
                   fps: float | None = None, start: float | None = None, end: float | None = None,
                   crop: bool = True, overwrite: bool = False, invert: bool = False, stride: int = 1,
-                  progress: bool = True, method_options: dict | None = None) -> Path:
+                  progress: bool = True, method_options: dict | None = None, pick: str | None = None) -> Path:
     """One or more video files -> a silhouette dataset (one clip per file)."""
     paths = _as_list(paths)
     for p in paths:
         require(not p.is_dir(), f"{p}: is a folder; use prepare_images for image folders")
     return prepare(paths, out, method=method, size=size, fps=fps, start=start, end=end,
                    stride=stride, crop=crop, overwrite=overwrite, invert=invert,
-                   progress=progress, method_options=method_options)
+                   progress=progress, method_options=method_options, pick=pick)
 
 
 def prepare_images(folder, out, *, method: str = "segment", masks: bool = False,
                    size: tuple[int, int] = (64, 64), crop: bool = True, overwrite: bool = False,
                    invert: bool = False, fps: float = 24.0, stride: int = 1, progress: bool = True,
-                   method_options: dict | None = None) -> Path:
+                   method_options: dict | None = None, pick: str | None = None) -> Path:
     """One or more folders of frames (or, with masks=True, of masks) -> a silhouette dataset.
 
     Images are taken in natural order (2.png before 10.png) and played at `fps`.
@@ -320,7 +327,7 @@ def prepare_images(folder, out, *, method: str = "segment", masks: bool = False,
         require(f.is_dir(), f"{f}: is not a folder of images")
     return prepare(folders, out, method=method, masks=masks, size=size, fps=fps, stride=stride,
                    crop=crop, overwrite=overwrite, invert=invert, progress=progress,
-                   method_options=method_options)
+                   method_options=method_options, pick=pick)
 
 
 __all__ = ["METHODS", "Method", "Threshold", "Background", "Masks", "make_method", "keep_dancer",

@@ -119,10 +119,12 @@ def test_seeded_rollouts_are_deterministic_and_any_length(arch, base):
     assert torch.equal(a[:, 0], seed[:, -1])
 
 
-def test_the_first_stage_is_a_single_frame_autoencoder_unless_a_base_run_is_given():
+def test_the_first_stage_is_the_chains_vae_or_a_single_frame_autoencoder_unless_a_base_run_is_given():
     from discodance.models import REGISTRY
-    assert REGISTRY["code-prior"].first_stage({}) == ("gumbel-vae", {"context": "1", "horizon": "0"})
-    assert REGISTRY["code-prior"].first_stage({"base_run": "runs/vae"}) is None
+    first = REGISTRY["code-prior"].first_stage
+    assert first({}) == ("gumbel-vae", {}) and first({"base": "next-frame"}) == ("gumbel-vae", {})
+    assert first({"base": "autoencoder"}) == ("gumbel-vae", {"context": "1", "horizon": "0"})
+    assert first({"base_run": "runs/vae"}) is None
 
 
 def test_top_k_and_top_p_keep_the_likeliest_classes_per_variable():

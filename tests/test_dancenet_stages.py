@@ -163,10 +163,11 @@ def _train_args(data, out, *extra):
 def test_one_train_command_trains_both_stages(tiny_data, tmp_path, capsys):
     from discodance.cli import main
     tiny = ["--set", "context=4", "--set", "width=16", "--set", "blocks=1", "--set", "heads=2", "--set", "prompt=2"]
-    assert main(_train_args(tiny_data, tmp_path / "prior", "--model", "code-prior", "--prior-share", "0.25", *tiny)) == 0
+    assert main(_train_args(tiny_data, tmp_path / "prior", "--model", "code-prior", "--prior-share", "0.25", *tiny,
+                            "--set", "base=autoencoder")) == 0
     base, second = load_checkpoint(tmp_path / "prior.base"), load_checkpoint(tmp_path / "prior")
     assert base["config"]["model"] == "gumbel-vae" and base["step"] == 6 and second["step"] == 2
-    assert base["config"]["model_config"]["horizon"] == 0 and base["config"]["model_config"]["context"] == 1
+    assert base["config"]["model_config"]["horizon"] == 0 and base["config"]["model_config"]["context"] == 1  # base=autoencoder
     assert second["config"]["model_config"]["base_run"] == str((tmp_path / "prior.base").resolve())
     assert "first stage: gumbel-vae" in capsys.readouterr().err
 

@@ -194,8 +194,7 @@ def test_compare_size_presets_sit_under_the_users_settings(tiny_data, tmp_path):
     assert cfg.model_sets["gan"] == {"channels": "16,32,64,128", "hidden": "64", "d_channels": "16,32,64,128",
                                      "code": "128"}
     assert cfg.model_sets["gumbel-vae"] == {"channels": "16,32,64,128", "hidden": "256"}   # code-prior's first stage
-    assert cfg.first_stage("code-prior") == ("gumbel-vae", {"channels": "16,32,64,128", "hidden": "256",
-                                                            "context": "1", "horizon": "0"})
+    assert cfg.first_stage("code-prior") == ("gumbel-vae", {"channels": "16,32,64,128", "hidden": "256"})
     plain = CompareConfig(data=str(tiny_data), models=("gan",), out=str(tmp_path / "r"), size="default").validate()
     assert plain.model_sets == {}
     with pytest.raises(DiscodanceError, match="--size must be one of"):

@@ -157,13 +157,15 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
     del ballast
 
 
-def test_plateau_counts_validations_that_fail_to_beat_the_best_by_the_margin():
+def test_plateau_compares_the_best_of_the_last_validations_with_the_best_before_them():
     from discodance.train import Plateau
     p = Plateau()
-    for quality, stale in [(0.5, 0), (0.504, 1), (0.52, 0), (0.51, 1), (None, 1), (0.52, 2)]:
-        p.update(quality, 0.01)
-        assert p.stale == stale
-    assert p.best == 0.52 and p.reached(2) and not p.reached(3) and not p.reached(0)
+    for quality in (0.80, 0.84, 0.845, 0.850, None, 0.851):
+        p.update(quality)
+    assert p.history == [0.80, 0.84, 0.845, 0.850, 0.851]
+    # last 2 (0.850, 0.851) against 0.845 before them: +0.7 % < 1 %; last 3 against 0.84: +1.3 %
+    assert p.reached(2, 0.01) and not p.reached(3, 0.01) and not p.reached(0, 0.01)
+    assert not p.reached(2, 0.005) and not Plateau([0.5]).reached(1, 0.01)
 
 
 def test_a_run_with_patience_stops_where_validation_stops_improving(tiny_data, tmp_path):

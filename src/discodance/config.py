@@ -92,9 +92,9 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     device: str = "auto"          # auto | cpu | cuda | cuda:N | mps
-    patience: int = 0             # stop once `patience` validations in a row failed to beat the best
-                                  # validation IoU by min_improvement (0 = train to steps/minutes)
-    min_improvement: float = 0.01 # relative: 0.01 = the IoU must rise 1% above the best so far
+    patience: int = 0             # stop once the best validation IoU of the last `patience` validations
+                                  # is < min_improvement above the best before them (0 = never)
+    min_improvement: float = 0.01 # relative: 0.01 = the last validations must beat the earlier best by 1%
 
     def validate(self) -> "TrainConfig":
         for name in ("lr", "weight_decay", "grad_clip", "final_lr_ratio", "minutes"):

@@ -174,26 +174,24 @@ class Run:
 
     def stopping(self) -> bool:
         return (self.step >= self.cfg.steps or bool(self.cfg.minutes and self.elapsed >= self.cfg.minutes * 60)
-                or self.plateau.reached(self.cfg.patience))
+                or self.plateau.reached(self.cfg.patience, self.cfg.min_improvement))
 
 
 @dataclass
 class Plateau:
-    """The best validation IoU so far and how many validations in a row have not beaten it by the
-    relative margin min_improvement: with TrainConfig.patience, a run stops where it converges."""
-    best: float | None = None
-    stale: int = 0
+    """Validation IoUs so far: with TrainConfig.patience = K, a run has converged when the best of
+    its last K validations is less than min_improvement (relative) above the best before them."""
+    history: list = field(default_factory=list)
 
-    def update(self, quality: float | None, min_improvement: float) -> None:
-        if quality is None:
-            return
-        if self.best is None or quality > self.best * (1 + min_improvement) + 1e-12:
-            self.best, self.stale = quality, 0
-        else:
-            self.best, self.stale = max(self.best, quality), self.stale + 1
+    def update(self, quality: float | None) -> None:
+        if quality is not None:
+            self.history.append(float(quality))
 
-    def reached(self, patience: int) -> bool:
-        return patience > 0 and self.stale >= patience
+    def reached(self, patience: int, min_improvement: float) -> bool:
+        if patience <= 0 or len(self.history) <= patience:
+            return False
+        before, recent = max(self.history[:-patience]), max(self.history[-patience:])
+        return recent < before * (1 + min_improvement) + 1e-12
 
 
 def train(data: str | Path, out: str | Path, model_name: str | None = None, model_overrides: dict | None = None,
@@ -287,7 +285,7 @@ def _restore(run: Run, ckpt: dict) -> None:
     run.step, run.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
     state = ckpt.get("log_state") or {}
     run.cpu = float(state.get("cpu_seconds", 0.0))
-    run.plateau = Plateau(state.get("plateau_best"), int(state.get("plateau_stale", 0)))
+    run.plateau = Plateau([float(q) for q in state.get("plateau_history", [])])
     run.acc = LogState(dict(state.get("sums", {})), dict(state.get("counts", {})),
                        int(state.get("frames", 0)), int(state.get("skipped", 0)))
     if run.rank == 0:
@@ -360,22 +358,25 @@ def _log(run: Run, lr: float, t_log: float, bar) -> float:
 def _validate(run: Run) -> None:
     val = evaluate_model(run.model, run.dataset, "val", samples=1, batch_size=run.cfg.batch_size, seed=run.cfg.seed,
                          max_windows=run.cfg.eval_batches * run.cfg.batch_size, device=run.device)
-    run.plateau.update(val.get("iou"), run.cfg.min_improvement)
+    run.plateau.update(val.get("iou"))
     run.log.write({"step": run.step, "time": round(run.elapsed, 3), "cpu_seconds": round(run.cpu, 3),
                    **{f"val_{k}": v for k, v in val.items() if isinstance(v, float)},
-                   **({"converged": True} if run.plateau.reached(run.cfg.patience) else {})})
+                   **({"converged": True} if run.plateau.reached(run.cfg.patience, run.cfg.min_improvement) else {})})
 
 
 def _share_plateau(run: Run) -> None:
     """Rank 0 validates; every rank must stop at the same step when it says the run converged."""
-    stale = torch.tensor([run.plateau.stale], device=run.device)
-    dist.broadcast(stale, 0)
-    run.plateau.stale = int(stale.item())
+    n = torch.tensor([len(run.plateau.history)], device=run.device)
+    dist.broadcast(n, 0)
+    history = torch.tensor(run.plateau.history if run.rank == 0 else [0.0] * int(n.item()),
+                           dtype=torch.float64, device=run.device)
+    dist.broadcast(history, 0)
+    run.plateau.history = history.tolist()
 
 
 def _save(run: Run) -> None:
     state = {"sums": run.acc.sums, "counts": run.acc.counts, "frames": run.acc.frames, "skipped": run.acc.skipped,
-             "cpu_seconds": run.cpu, "plateau_best": run.plateau.best, "plateau_stale": run.plateau.stale}
+             "cpu_seconds": run.cpu, "plateau_history": run.plateau.history}
     save_checkpoint(run.out / CHECKPOINT, run.model, run.optimizers, run.step, run.elapsed, run.run_config, state)
 
 

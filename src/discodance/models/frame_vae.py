@@ -36,6 +36,22 @@ def base_config_of(run: str) -> tuple[str, dict]:
     return path, read_frame_vae(path)["config"]["model_config"]
 
 
+def complete_two_stage(config):
+    """A second-stage config (vrnn, lstm-ae): base_run -> its absolute path and model config; a
+    config with a base is two-stage."""
+    if config.base_config is None and config.base_run:
+        config.base_run, config.base_config = base_config_of(config.base_run)
+    config.two_stage = config.two_stage or config.base_config is not None
+    return config
+
+
+def latent_first_stage(sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+    """two_stage=true without base_run: a vae-lstm-mdn stage=vae run of the same conv size."""
+    if str(sets.get("two_stage", "false")).lower() not in ("true", "1") or sets.get("base_run"):
+        return None
+    return "vae-lstm-mdn", {"stage": "vae", **{k: v for k, v in sets.items() if k in ("channels", "hidden")}}
+
+
 class FrozenFrameVAE(nn.Module):
     """A first stage's encoder (one frame -> mu, logvar) and decoder (latent -> pixel logits), frozen."""
 

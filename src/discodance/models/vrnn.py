@@ -38,7 +38,7 @@ from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_log_prob, importance_chunks, iwae_bound, kl_gaussian, mlp,
                      reparameterize)
-from .frame_vae import FrozenFrameVAE, base_config_of
+from .frame_vae import FrozenFrameVAE, complete_two_stage, latent_first_stage
 
 DECODE_CHUNK = 64   # latents decoded per call in a two-stage rollout
 
@@ -79,18 +79,11 @@ class VRNN(DanceModel):
 
     @classmethod
     def complete_config(cls, config: VRNNConfig) -> VRNNConfig:
-        """base_run -> its absolute path and its model config."""
-        if config.base_config is None and config.base_run:
-            config.base_run, config.base_config = base_config_of(config.base_run)
-        config.two_stage = config.two_stage or config.base_config is not None
-        return config
+        return complete_two_stage(config)
 
     @classmethod
     def first_stage(cls, sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
-        """two_stage=true without base_run: a vae-lstm-mdn stage=vae run of the same conv size."""
-        if str(sets.get("two_stage", "false")).lower() not in ("true", "1") or sets.get("base_run"):
-            return None
-        return "vae-lstm-mdn", {"stage": "vae", **{k: v for k, v in sets.items() if k in ("channels", "hidden")}}
+        return latent_first_stage(sets)
 
     def __init__(self, config: VRNNConfig):
         super().__init__(config.validate())

@@ -231,6 +231,7 @@ def _gan_ddp_worker(rank, world, port, batch, out):
     grads = _gan_grads(torch.nn.parallel.DistributedDataParallel(model), model, batch[rank * per:(rank + 1) * per], rank)
     if rank == 0:
         torch.save(grads, out)
+    dist.barrier()  # both ranks done before teardown: gloo aborts a rank whose peer tears down mid-exchange
     dist.destroy_process_group()
 
 

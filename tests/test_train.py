@@ -102,6 +102,7 @@ def _ddp_worker(rank, world, port, batch, out):
     loss.backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, out)
+    dist.barrier()  # both ranks done before teardown: gloo aborts a rank whose peer tears down mid-exchange
     dist.destroy_process_group()
 
 

@@ -132,7 +132,7 @@ def test_prepare_video_and_mocap_from_the_command_line(tmp_path, capsys):
 
 
 def test_compare_splits_shared_and_per_model_loop_settings():
-    from discodance.cli import _split_train_sets
+    from discodance.cli_args import split_train_sets as _split_train_sets
     shared, own = _split_train_sets(["lr=1e-3", "code-prior:batch_size=32", "gumbel-vae:eval_every=50"])
     assert shared == {"lr": "1e-3"} and own == {"code-prior": {"batch_size": "32"}, "gumbel-vae": {"eval_every": "50"}}
 

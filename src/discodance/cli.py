@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from . import __version__
+from . import cli_args as args_
 from .config import TrainConfig, from_dict, parse_overrides
 from .errors import DiscodanceError, require
 from .folders import check_target
@@ -23,54 +23,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _number(kind, low, high=None, inclusive=True):
-    """An argparse type: a `kind` number in [low, high] (or (low, high] when not inclusive), finite."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a {'whole number' if kind is int else 'number'}, got {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if value < low or (value == low and not inclusive) or (high is not None and value > high):
-            bound = f">= {low}" if inclusive else f"> {low}"
-            raise argparse.ArgumentTypeError(f"must be {bound}{f' and <= {high}' if high is not None else ''}, "
-                                             f"got {value}")
-        return value
-    return parse
-
-
-def _up_axis(text: str) -> str:
-    """An argparse type: x, y, z with an optional sign -> '+z', '-y', ..."""
-    from .data.skeleton import parse_up
-    try:
-        return parse_up(text)
-    except DiscodanceError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-class _PickAction(argparse.Action):
-    """--pick RULE [NUMBERS]: one word (moving, point:X,Y) or two (point X,Y), checked at once."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from .data.pick import parse_pick
-        need = 2 if values[0].lower() in ("point", "box") else 1
-        if len(values) > need:
-            parser.error(f"--pick {' '.join(values[:need])} is followed by {values[need]!r}; "
-                         "give the sources before --pick")
-        try:
-            setattr(namespace, self.dest, parse_pick(values))
-        except DiscodanceError as e:
-            parser.error(str(e))
-
-
-_positive_int = _number(int, 1)
-_positive_float = _number(float, 0, inclusive=False)
-_nonneg_float = _number(float, 0)
-_seed = _number(int, 0, 2 ** 63 - 1)
 
 
 def _emit(obj: dict, as_json: bool, human) -> None:
@@ -188,41 +140,13 @@ def cmd_evaluate(args) -> None:
     _emit(result, args.json, _print_mapping)
 
 
-def _model_sets(pairs: list[str] | None) -> dict[str, dict[str, str]]:
-    """['gan:noise=8', 'vrnn:latent=4'] -> {'gan': {'noise': '8'}, 'vrnn': {'latent': '4'}}."""
-    out: dict[str, dict[str, str]] = {}
-    for pair in pairs or []:
-        model, sep, setting = pair.partition(":")
-        require(sep and "=" in setting, f"--set expects MODEL:key=value, got {pair!r}")
-        out.setdefault(model.strip(), {}).update(parse_overrides([setting]))
-    return out
-
-
-def _split_train_sets(pairs: list[str] | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """--train-set key=value (every run) and MODEL:key=value (that model's runs) apart."""
-    shared = [p for p in pairs or [] if p.partition("=")[0].partition(":")[0] not in MODELS]
-    own = [p for p in pairs or [] if p not in shared]
-    return parse_overrides(shared), _model_sets(own)
-
-
-def _horizons(text: str) -> tuple[int, ...]:
-    """'16,64,256' -> (16, 64, 256): rollout lengths at which quality is measured."""
-    try:
-        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-    if not values or values[0] < 4 or values[-1] > 100_000:
-        raise argparse.ArgumentTypeError(f"horizons must be within 4 .. 100000 frames, got {text!r}")
-    return values
-
-
 def cmd_compare(args) -> None:
     from .compare import CompareConfig, run_compare
     from .evaluation.full import FullEvalConfig
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    train_sets, model_train_sets = _split_train_sets(args.train_set)
+    train_sets, model_train_sets = args_.split_train_sets(args.train_set)
     cfg = CompareConfig(data=args.data, models=models, out=args.out, minutes=args.minutes, seeds=args.seeds,
-                        steps=args.steps, model_sets=_model_sets(args.set), train_sets=train_sets,
+                        steps=args.steps, model_sets=args_.model_sets(args.set), train_sets=train_sets,
                         model_train_sets=model_train_sets, prior_share=args.prior_share, size=args.size,
                         device=args.device, overwrite=args.overwrite,
                         evaluation=FullEvalConfig(rollouts=args.rollouts, samples=args.samples, horizons=args.horizons))
@@ -263,20 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="built-in dancer -> gumbel-vae + transformer prior -> evaluate -> dancing GIFs, in minutes on a CPU")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    d.add_argument("--minutes", type=_positive_float, default=5.0,
+    d.add_argument("--minutes", type=args_.positive_float, default=5.0,
                    help="training budget in minutes, both models (default 5: at most 55%% for the VAE, 45%% for the prior)")
-    d.add_argument("--frames", type=_positive_int, default=5000, help="frames of the built-in dancer (default 5000)")
-    d.add_argument("--seed", type=_seed, default=0)
+    d.add_argument("--frames", type=args_.positive_int, default=5000, help="frames of the built-in dancer (default 5000)")
+    d.add_argument("--seed", type=args_.seed, default=0)
     d.add_argument("--device", default="auto")
     d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("synth", help="write the built-in procedural dancer as a dataset")
     s.add_argument("--out", required=True, help="dataset folder to create")
-    s.add_argument("--frames", type=_positive_int, default=5000)
-    s.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
-    s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--fps", type=_positive_float, default=24.0)
+    s.add_argument("--frames", type=args_.positive_int, default=5000)
+    s.add_argument("--size", type=args_.positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    s.add_argument("--seed", type=args_.seed, default=0)
+    s.add_argument("--fps", type=args_.positive_float, default=24.0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_synth)
 
@@ -287,25 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method", default="segment", choices=("threshold", "background", "segment"),
                    help="video silhouettes: threshold (dark dancer, bright backdrop), background (fixed camera), "
                         "segment (person segmentation network; pip install 'discodance[segment]')")
-    r.add_argument("--pick", nargs="+", action=_PickAction, default=None, metavar=("RULE", "X,Y"),
+    r.add_argument("--pick", nargs="+", action=args_.PickAction, default=None, metavar=("RULE", "X,Y"),
                    help="segment: which person is the dancer: moving (default: the one whose body changes shape "
                         "most over the clip), largest, point X,Y (the person under this point) or box X,Y,W,H "
                         "(the person inside this box); points and boxes are in source pixels of the first frame")
     r.add_argument("--masks", action="store_true", help="the image folders already hold masks")
     r.add_argument("--invert", action="store_true", help="threshold: a bright dancer on a dark backdrop")
-    r.add_argument("--size", type=_positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    r.add_argument("--size", type=args_.positive_int, nargs=2, default=(64, 64), metavar=("H", "W"))
     r.add_argument("--no-crop", action="store_true", help="keep the source resolution: no crop, no resize")
-    r.add_argument("--fps", type=_positive_float, default=None,
+    r.add_argument("--fps", type=args_.positive_float, default=None,
                    help="videos/mocap: resample to this rate (mocap default 30); image folders: the rate they were shot at (default 24)")
     r.add_argument("--start", type=float, default=None, help="video: first second to use")
     r.add_argument("--end", type=float, default=None, help="video: last second to use")
-    r.add_argument("--stride", type=_positive_int, default=1, help="video/images: keep every Nth frame")
+    r.add_argument("--stride", type=args_.positive_int, default=1, help="video/images: keep every Nth frame")
     r.add_argument("--view", default="front", help="mocap: front, side, back or a yaw angle in degrees")
     r.add_argument("--center", default="follow", choices=("follow", "clip"),
                    help="mocap: camera follows the dancer (smoothed) or stays fixed for the clip")
-    r.add_argument("--scale", type=_positive_float, default=1.0, help="mocap: multiply positions to get metres")
+    r.add_argument("--scale", type=args_.positive_float, default=1.0, help="mocap: multiply positions to get metres")
     r.add_argument("--max-gap", type=int, default=5, help="keypoints: longest gap (frames) to interpolate")
-    r.add_argument("--up", type=_up_axis, default=None, metavar="AXIS",
+    r.add_argument("--up", type=args_.up_axis, default=None, metavar="AXIS",
                    help="mocap: the files' up axis, x, y or z, optionally signed (--up=-z) (default: y, or "
                         "detected when the keypoints name no skeleton)")
     r.add_argument("--skeleton", default=None, metavar="FILE|none",
@@ -320,16 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="dataset folder")
     t.add_argument("--model", default=None, choices=sorted(MODELS), help="default: gumbel-vae")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--steps", type=_positive_int, default=None,
+    t.add_argument("--steps", type=args_.positive_int, default=None,
                    help="optimizer steps (default 2000, or unlimited when only --minutes is given)")
-    t.add_argument("--minutes", type=_positive_float, default=None, help="wall-clock budget")
-    t.add_argument("--seed", type=_seed, default=0)
-    t.add_argument("--batch-size", type=_positive_int, default=None)
-    t.add_argument("--lr", type=_positive_float, default=None)
+    t.add_argument("--minutes", type=args_.positive_float, default=None, help="wall-clock budget")
+    t.add_argument("--seed", type=args_.seed, default=0)
+    t.add_argument("--batch-size", type=args_.positive_int, default=None)
+    t.add_argument("--lr", type=args_.positive_float, default=None)
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting, e.g. --set latents=32 (repeatable)")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="training-loop setting, e.g. eval_every=200")
-    t.add_argument("--prior-share", type=_positive_float, default=0.5,
+    t.add_argument("--prior-share", type=args_.positive_float, default=0.5,
                    help="two-stage models without base_run (code-prior; vae-lstm-mdn stage=lstm; vrnn, lstm-ae "
                         "two_stage=true): the first stage trains into OUT.base on 1 - share of the budget, "
                         "the model on the rest")
@@ -341,12 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="roll out dances from held-out seed frames of a trained run")
     g.add_argument("run", help="run folder or checkpoint file")
     g.add_argument("--out", required=True, help="folder for samples.gif, samples.mp4, strip.png, frames.npy")
-    g.add_argument("--steps", type=_positive_int, default=32, help="frames to generate after the seed")
-    g.add_argument("--num", type=_positive_int, default=8, help="sequences (seeds) to generate")
-    g.add_argument("--temperature", type=_nonneg_float, default=1.0, help="code sampling temperature (0 = most likely code)")
+    g.add_argument("--steps", type=args_.positive_int, default=32, help="frames to generate after the seed")
+    g.add_argument("--num", type=args_.positive_int, default=8, help="sequences (seeds) to generate")
+    g.add_argument("--temperature", type=args_.nonneg_float, default=1.0, help="code sampling temperature (0 = most likely code)")
     g.add_argument("--feedback", default="binary", choices=("binary", "sample", "probs"))
     g.add_argument("--mode", default="chain", choices=("chain", "prior"), help="chain from seeds, or i.i.d. prior samples")
-    g.add_argument("--seed", type=_seed, default=0)
+    g.add_argument("--seed", type=args_.seed, default=0)
     g.add_argument("--data", default=None, help="dataset for seed frames (default: the one the run trained on)")
     g.add_argument("--split", default="test", choices=("train", "val", "test"))
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -358,15 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder or checkpoint file")
     e.add_argument("--data", default=None, help="dataset (default: the one the run trained on)")
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--samples", type=_positive_int, default=100, help="importance samples S (default 100)")
-    e.add_argument("--batch-size", type=_positive_int, default=64)
-    e.add_argument("--max-windows", type=_positive_int, default=None, help="evaluate on at most this many frames")
-    e.add_argument("--seed", type=_seed, default=0)
+    e.add_argument("--samples", type=args_.positive_int, default=100, help="importance samples S (default 100)")
+    e.add_argument("--batch-size", type=args_.positive_int, default=64)
+    e.add_argument("--max-windows", type=args_.positive_int, default=None, help="evaluate on at most this many frames")
+    e.add_argument("--seed", type=args_.seed, default=0)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     e.add_argument("--full", action="store_true",
                    help="also roll out and measure frame/motion quality, rollout health and cost (docs/evaluation.md)")
-    e.add_argument("--rollouts", type=_positive_int, default=32, help="--full: sequences rolled out (default 32)")
-    e.add_argument("--horizons", type=_horizons, default=(16, 64, 256),
+    e.add_argument("--rollouts", type=args_.positive_int, default=32, help="--full: sequences rolled out (default 32)")
+    e.add_argument("--horizons", type=args_.horizons, default=(16, 64, 256),
                    help="--full: rollout lengths measured, comma-separated (default 16,64,256)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
@@ -374,23 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="train several models on one budget and seeds, evaluate them, write an HTML report")
     c.add_argument("--data", required=True, help="dataset folder")
     c.add_argument("--models", required=True, help=f"comma-separated, from: {', '.join(sorted(MODELS))}")
-    c.add_argument("--minutes", type=_positive_float, required=True, help="training budget per run (two-stage models: both stages)")
-    c.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..S-1 per model (default 1)")
+    c.add_argument("--minutes", type=args_.positive_float, required=True, help="training budget per run (two-stage models: both stages)")
+    c.add_argument("--seeds", type=args_.positive_int, default=1, help="seeds 0..S-1 per model (default 1)")
     c.add_argument("--out", required=True, help="report folder to create")
-    c.add_argument("--steps", type=_positive_int, default=None, help="also stop each run after this many steps")
+    c.add_argument("--steps", type=args_.positive_int, default=None, help="also stop each run after this many steps")
     c.add_argument("--set", action="append", metavar="MODEL:KEY=VALUE", help="model setting, e.g. gan:noise=16 (repeatable)")
     c.add_argument("--train-set", action="append", metavar="[MODEL:]KEY=VALUE",
                    help="training-loop setting for every run, or with MODEL: for that model's runs (repeatable)")
     c.add_argument("--size", choices=("demo", "default"), default="demo",
                    help="model sizes under your --set values: demo = the demo's conv size for every model "
                         "(1.6-2.5 M parameters, minutes on a CPU; default), default = each model's own defaults")
-    c.add_argument("--prior-share", type=_positive_float, default=0.25,
+    c.add_argument("--prior-share", type=args_.positive_float, default=0.25,
                    help="two-stage models (code-prior, vae-lstm-mdn stage=lstm): share of the budget for the "
                         "second stage; the first stage gets the rest")
-    c.add_argument("--rollouts", type=_positive_int, default=32, help="sequences rolled out per run (default 32)")
-    c.add_argument("--horizons", type=_horizons, default=(16, 64, 256),
+    c.add_argument("--rollouts", type=args_.positive_int, default=32, help="sequences rolled out per run (default 32)")
+    c.add_argument("--horizons", type=args_.horizons, default=(16, 64, 256),
                    help="rollout lengths measured, comma-separated (default 16,64,256)")
-    c.add_argument("--samples", type=_positive_int, default=32,
+    c.add_argument("--samples", type=args_.positive_int, default=32,
                    help="importance samples of the likelihood (default 32; evaluate uses 100)")
     c.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     c.add_argument("--overwrite", action="store_true", help="replace an existing report folder")

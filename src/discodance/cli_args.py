@@ -40,7 +40,7 @@ def up_axis(text: str) -> str:
 class PickAction(argparse.Action):
     """--pick RULE [NUMBERS]: one word (moving, point:X,Y) or two (point X,Y), checked at once."""
 
-    def _call__(self, parser, namespace, values, option_string=None):
+    def __call__(self, parser, namespace, values, option_string=None):
         from .data.pick import parse_pick
         need = 2 if values[0].lower() in ("point", "box") else 1
         if len(values) > need:

@@ -172,3 +172,17 @@ def test_smooth_codes_drop_brief_flips_and_keep_real_changes():
                  for e in (0, 1) for f in (0, 1)),
                 key=lambda z: sum(log_q[0, t, 0, z[t]] for t in range(6)) - 0.5 * sum(z[t] != z[t - 1] for t in range(1, 6)))
     assert tuple(smooth_codes(log_q, 0.5)[0, :, 0].tolist()) == brute
+
+
+def test_the_configs_sampling_temperature_scales_the_callers():
+    """temperature=0 in the config makes every rollout the prior's most likely codes, whatever
+    the caller's temperature and generator; the config's 0.8 times the caller's 1.25 is 1."""
+    cold = prior("transformer", context=6, temperature=0.0).eval()
+    seed = (torch.rand(2, cold.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    a = cold.rollout(seed, 20, torch.Generator().manual_seed(3))
+    b = cold.rollout(seed, 20, torch.Generator().manual_seed(4), temperature=2.0)
+    assert torch.equal(a, b)
+    warm = prior("transformer", context=6, temperature=0.8).eval()
+    one = prior("transformer", context=6, temperature=1.0).eval()
+    assert torch.equal(warm.rollout(seed, 20, torch.Generator().manual_seed(3), temperature=1.25),
+                       one.rollout(seed, 20, torch.Generator().manual_seed(3)))

@@ -76,3 +76,17 @@ def test_sample_one_hot_temperature_zero_is_argmax_and_seeded():
     a = sample_one_hot(logits, torch.Generator().manual_seed(3))
     b = sample_one_hot(logits, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(7, 2), (5, 3, 10), (4, 20, 10), (2, 3, 15), (3, 16), (2, 4, 33)])
+def test_class_axis_softmax_equals_torch_and_has_its_gradient(shape):
+    from discodance.models.blocks import log_softmax_classes, softmax_classes
+    x = (torch.randn(shape) * 5).requires_grad_(True)
+    y = x.detach().clone().requires_grad_(True)
+    w = torch.randn(shape)
+    got, want = log_softmax_classes(x), y.log_softmax(-1)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(softmax_classes(x), y.softmax(-1), atol=1e-7)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-6)

@@ -212,3 +212,25 @@ def test_flicker_counts_pixels_that_flip_and_flip_straight_back():
     assert mt.flicker(once) == pytest.approx(2 / (4 * H * W))
     assert mt.flicker(np.stack([blink, still])) == pytest.approx(0.5 / (H * W))   # batched: the mean
     assert np.isnan(mt.flicker(still[:2]))
+
+
+def test_implausible_flags_far_or_unsure_frames_never_sure_ones():
+    from discodance.evaluation.full import implausible_flags
+    ref = {"reference_features": np.zeros((3, 2), np.float32), "nn_threshold": 1.0, "confidence_max": 0.5}
+    emb = {"features": np.array([[0.1, 0], [2, 0], [0, 0.2], [0, 0]], np.float32),
+           "confidence": np.array([0.2, 0.2, 0.9, 1e-6])}
+    # near and sure; far; unsure; near and surer than any real frame (version 1 flagged this one)
+    assert implausible_flags(emb, ref).tolist() == [False, True, True, False]
+
+
+def test_implausible_thresholds_come_from_every_held_out_frame(tmp_path):
+    from discodance.data.dataset import load_dataset
+    from discodance.data.synthetic import write_synthetic
+    from discodance.evaluation.evalnet import EvalNetConfig, held_out_indices, load_or_train
+    from discodance.evaluation.full import implausible_flags
+    data = load_dataset(write_synthetic(tmp_path / "d", 800, 32, 32, seed=5))
+    net, stats = load_or_train(data, EvalNetConfig(**FAST_NET))
+    held = held_out_indices(data)
+    assert len(held) == len(data.indices("val")) + len(data.indices("test")) == stats["held_out_frames"]
+    # quantiles of the held-out frames: at most 1 % + 0.5 % of them are flagged, whichever block they are in
+    assert implausible_flags(net.embed(data.frames[held]), stats).mean() <= 0.015 + 1e-9

@@ -181,3 +181,28 @@ def test_a_run_with_patience_stops_where_validation_stops_improving(tiny_data, t
     cfg = TrainConfig(steps=12, patience=0, min_improvement=10.0, **FAST)   # patience 0: never stops early
     train(tiny_data, tmp_path / "full", "gumbel-vae", TINY_MODEL, cfg, progress=False)
     assert load_checkpoint(tmp_path / "full")["step"] == 12
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_clip_and_step_is_clip_grad_norm_then_the_step(fused):
+    """The fused AdamW rescales inside its kernel (grad_scale); either way the update is the one
+    of clip_grad_norm_ followed by a plain AdamW step, and the returned norm is the unclipped one."""
+    import copy
+    from discodance.train import clip_and_step
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(12, 9), torch.nn.Tanh(), torch.nn.Linear(9, 3))
+    theirs = copy.deepcopy(ours)
+    opt = torch.optim.AdamW(ours.parameters(), lr=1e-2, fused=fused or None)
+    ref = torch.optim.AdamW(theirs.parameters(), lr=1e-2)
+    for step in range(12):
+        x = torch.randn(16, 12) * (30.0 if step % 3 else 0.01)          # clipped and unclipped steps
+        for m in (ours, theirs):
+            m.zero_grad()
+            m(x).pow(2).sum().backward()
+        norm = clip_and_step(opt, list(ours.parameters()), 1.0)
+        want = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        ref.step()
+        assert float(norm) == pytest.approx(float(want), rel=1e-5)
+        assert getattr(opt, "grad_scale", None) is None                   # nothing left for a later step
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

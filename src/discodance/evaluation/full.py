@@ -33,7 +33,7 @@ from ..data.dataset import Dataset
 from ..errors import require
 from . import motion as ft
 from . import stats as mt
-from .evalnet import EvalNetConfig, load_or_train, nearest_distance
+from .evalnet import EvalNetConfig, held_out_indices, load_or_train, nearest_distance
 from .likelihood import evaluate_model
 
 HORIZONS = (16, 64, 256)
@@ -88,8 +88,8 @@ def real_reference(dataset: Dataset, net, ref: dict, cfg: FullEvalConfig, device
         seg = {k: v[inv].reshape(len(starts), L, *v.shape[1:]) for k, v in emb.items()}
         seg["frames"] = np.asarray(dataset.frames[idx]).reshape(len(starts), L, *dataset.frame_size)
         out[split] = seg
-    test_idx = dataset.indices("test")
-    out["test_frames"] = net.embed(dataset.frames[test_idx], device=device)
+    out["test_frames"] = net.embed(dataset.frames[dataset.indices("test")], device=device)
+    out["held_out_frames"] = net.embed(dataset.frames[held_out_indices(dataset)], device=device)
     return out
 
 
@@ -119,10 +119,10 @@ def timed_rollouts(model, dataset: Dataset, cfg: FullEvalConfig, device) -> tupl
 # ----------------------------------------------------------------------------- metrics
 def implausible_flags(emb: dict, ref: dict) -> np.ndarray:
     """A frame is implausible when its nearest real training frame in feature space is farther
-    than 99% of real test frames' are, or the network's confidence is outside the real test range."""
+    than 99% of held-out real frames' are, or the network is less sure of it (pose uncertainty or
+    reconstruction error) than of 99.5% of held-out real frames (evalnet.reference_stats)."""
     far = nearest_distance(emb["features"], ref["reference_features"]) > ref["nn_threshold"]
-    lo, hi = ref["confidence_range"]
-    return far | (emb["confidence"] < lo) | (emb["confidence"] > hi)
+    return far | (emb["confidence"] > ref["confidence_max"])
 
 
 def collapse_shares(windows) -> dict:
@@ -203,10 +203,10 @@ def rollout_metrics(frames: np.ndarray, net, ref: dict, real: dict, joints, data
 
 
 def real_health(dataset: Dataset, real: dict, ref: dict, cfg: FullEvalConfig) -> dict:
-    """The health numbers of real test data: what a perfect model would score. Collapse is checked
+    """The health numbers of real held-out data: what a perfect model would score (implausible: over
+    validation and test frames, which set its thresholds; the rest: test). Collapse is checked
     on windows of cfg.health_window frames, or the longest a test block holds."""
-    flat = {k: v for k, v in real["test_frames"].items()}
-    out = {"implausible": float(implausible_flags(flat, ref).mean()), "flicker": real_flicker(dataset)}
+    out = {"implausible": float(implausible_flags(real["held_out_frames"], ref).mean()), "flicker": real_flicker(dataset)}
     longest = max(e - b for b, e in dataset.blocks("test"))
     n = min(cfg.health_window, longest)
     starts = dataset.window_starts("test", n, max(1, n // 2))

@@ -26,6 +26,30 @@ import torch.nn.functional as F
 from ..errors import require
 
 
+# ----------------------------------------------------------------------------- class-axis softmax
+SHORT_CLASS_AXIS = 16   # below this many classes the CPU kernels run far faster across the other axis
+
+
+def log_softmax_classes(logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the last (class) axis, in float32. PyTorch's CPU kernel vectorises along the
+    reduced axis, so for the short class axes of categorical codes (K < 16) it runs one row at a
+    time: 5-10x slower than reducing the transposed tensor, which vectorises across rows (measured
+    on (100, 20, 10): 300 against 50 us). The transposed form computes the same sums in the same
+    order on every device."""
+    x = logits.float()
+    if x.dim() < 2 or x.shape[-1] >= SHORT_CLASS_AXIS:
+        return x.log_softmax(-1)
+    return x.mT.contiguous().log_softmax(-2).mT
+
+
+def softmax_classes(logits: torch.Tensor) -> torch.Tensor:
+    """softmax over the last (class) axis, in float32 (see log_softmax_classes)."""
+    x = logits.float()
+    if x.dim() < 2 or x.shape[-1] >= SHORT_CLASS_AXIS:
+        return x.softmax(-1)
+    return x.mT.contiguous().softmax(-2).mT
+
+
 # ----------------------------------------------------------------------------- noise
 def noise(draw, shape, generator: torch.Generator | None, dtype=torch.float32) -> torch.Tensor:
     """Noise from `draw` (torch.rand, torch.randn, or partial(torch.randint, low, high) with an
@@ -58,7 +82,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = False,
     if tau <= 0:
         raise ValueError(f"Gumbel-Softmax temperature must be > 0, got {tau}")
     g = gumbel_noise(logits.shape, generator, logits.device)
-    y = torch.softmax((logits.float().log_softmax(-1) + g) / tau, dim=-1)
+    y = softmax_classes((log_softmax_classes(logits) + g) / tau)
     if hard:
         one_hot = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)
         y = one_hot - y.detach() + y
@@ -71,7 +95,7 @@ def sample_one_hot(logits: torch.Tensor, generator: torch.Generator | None = Non
 
     temperature scales the logits (1 = the model's distribution, < 1 sharper); 0 takes the argmax.
     """
-    logits = logits.float().log_softmax(-1)
+    logits = log_softmax_classes(logits)
     if temperature == 0:
         index = logits.argmax(-1)
     else:
@@ -84,8 +108,8 @@ def kl_categorical(logits_q: torch.Tensor, logits_p: torch.Tensor) -> torch.Tens
 
     Written with log_softmax and q * (log q - log p) so q = 0 contributes exactly 0, not NaN.
     """
-    log_q = logits_q.float().log_softmax(-1)
-    log_p = logits_p.float().log_softmax(-1)
+    log_q = log_softmax_classes(logits_q)
+    log_p = log_softmax_classes(logits_p)
     return (log_q.exp() * (log_q - log_p)).sum(-1)
 
 
@@ -96,6 +120,11 @@ def temperature_at(step: int, tau0: float, tau_min: float, rate: float, every: i
 
 
 # ----------------------------------------------------------------------------- conv nets
+# Conv weights and activations are kept channels-last (N, H, W, C in memory): oneDNN's CPU kernels
+# and cuDNN's tensor-core kernels both prefer it. The conv gumbel-vae's training step at the demo's
+# size runs about 20% faster on one CPU thread (benchmarks/throughput.py); values are unchanged
+# up to floating-point reassociation. Only the layout differs: shapes and indexing are as before.
+CONV_LAYOUT = torch.channels_last
 def _conv_grid(height: int, width: int, levels: int) -> tuple[int, int]:
     """Spatial size after `levels` stride-2 convolutions on the input padded to a multiple of 2^levels."""
     f = 2 ** levels
@@ -129,12 +158,13 @@ class ConvEncoder(nn.Module):
         gh, gw = _conv_grid(*self.frame_size, self.levels)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * gh * gw, hidden), nn.SiLU(),
                                   nn.Linear(hidden, out_dim))
+        self.to(memory_format=CONV_LAYOUT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.frame_size
         gh, gw = _conv_grid(h, w, self.levels)
         f = 2 ** self.levels
-        x = F.pad(x, (0, gw * f - w, 0, gh * f - h))
+        x = F.pad(x, (0, gw * f - w, 0, gh * f - h)).contiguous(memory_format=CONV_LAYOUT)
         return self.head(self.convs(x))
 
 
@@ -155,10 +185,11 @@ class ConvDecoder(nn.Module):
         layers.append(nn.Conv2d(rev[-1], out_channels, 3, 1, 1))
         self.deconvs = nn.Sequential(*layers)
         self.top = rev[0]
+        self.to(memory_format=CONV_LAYOUT)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h, w = self.frame_size
-        x = self.fc(z).view(len(z), self.top, *self.grid)   # (B, C, gh, gw)
+        x = self.fc(z).view(len(z), self.top, *self.grid).contiguous(memory_format=CONV_LAYOUT)   # (B, C, gh, gw)
         return self.deconvs(x)[..., :h, :w]
 
 
@@ -221,7 +252,7 @@ def mdn_log_prob(logit_pi: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tens
     x = x.float()[..., None, :]                                                   # (..., 1, D)
     z = (x - mu) * torch.exp(-log_sigma)                                          # (..., M, D)
     comp = -0.5 * (z ** 2 + LOG_2PI).sum(-1) - log_sigma.sum(-1)                  # (..., M)
-    return torch.logsumexp(logit_pi.log_softmax(-1) + comp, dim=-1)
+    return torch.logsumexp(log_softmax_classes(logit_pi) + comp, dim=-1)
 
 
 def mdn_sample(logit_pi: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,

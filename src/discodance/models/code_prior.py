@@ -59,7 +59,7 @@ from ..config import from_dict
 from ..errors import require
 from .base import DanceModel
 from .blocks import (check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood, importance_chunks,
-                     iwae_bound, mlp, sample_one_hot)
+                     iwae_bound, log_softmax_classes, mlp, sample_one_hot)
 from .code_cache import ContextCache
 from .code_transformer import CodeTransformer, corrupt_codes, sample_codes
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
@@ -81,6 +81,7 @@ class CodePriorConfig:
     codes: str = "smooth"              # the codes of real frames: smooth | argmax | sample (see read_codes)
     switch_cost: float = 1.0           # codes=smooth: nats a variable pays for changing class between frames
     corrupt: float = 0.1               # share of input codes replaced by random classes in training
+    temperature: float = 0.8           # rollout: the prior's sampling temperature; a caller's temperature multiplies it
     top_k: int = 0                     # rollout: sample among the k likeliest classes per variable (0 = all)
     top_p: float = 0.9                 # rollout: ... and among the smallest set of probability >= top_p
     decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast, ~2x faster here) | float32
@@ -107,6 +108,7 @@ class CodePriorConfig:
         require(0 <= self.corrupt < 1, f"corrupt must be in [0, 1), got {self.corrupt}")
         require(self.switch_cost >= 0, f"switch_cost must be >= 0, got {self.switch_cost}")
         require(self.decode_dtype in ("float32", "bfloat16"), f"decode_dtype must be float32 or bfloat16, got {self.decode_dtype!r}")
+        require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         require(self.top_k >= 0 and 0 < self.top_p <= 1, f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
         require(self.context >= 2 and self.blocks >= 1 and self.prompt >= 1, "context >= 2, blocks >= 1, prompt >= 1")
         require(self.heads >= 1 and self.width % self.heads == 0, f"width ({self.width}) must be a multiple of heads ({self.heads})")
@@ -220,14 +222,14 @@ class CodePrior(DanceModel):
     @torch.no_grad()
     def cached_log_q(self, frames: torch.Tensor) -> torch.Tensor:
         """log q (B, F - context + 1, N, K) in float32, encoded once per distinct frame context."""
-        return self.code_cache.lookup(frames, lambda ctx: self.vae.encode(ctx).float().log_softmax(-1))
+        return self.code_cache.lookup(frames, lambda ctx: log_softmax_classes(self.vae.encode(ctx)))
 
     def read_codes(self, logits: torch.Tensor, generator) -> torch.Tensor:
         """Class indices (B, T, N) of q's logits (B, T, N, K) at consecutive frames: the argmax, a
         sample, or (codes="smooth") the sequence that best trades q's log-probability against
         switches (smooth_codes): each pose keeps its code while it barely moves."""
         if self.config.codes == "smooth":
-            return smooth_codes(logits.float().log_softmax(-1), self.config.switch_cost)
+            return smooth_codes(log_softmax_classes(logits), self.config.switch_cost)
         return sample_one_hot(logits, generator, 0 if self.config.codes == "argmax" else 1.0).argmax(-1)
 
     # --------------------------------------------------------------------------- the prior
@@ -252,7 +254,7 @@ class CodePrior(DanceModel):
         """Cross-entropy (B, T - first) in nats of target distributions (B, T - first, N, K) under the
         prior given codes (B, T, N, K) one-hot or (B, T, N) class indices."""
         idx = codes if codes.dtype == torch.long else codes.argmax(-1)
-        log_p = self.sequence_logits(idx).float().log_softmax(-1)
+        log_p = log_softmax_classes(self.sequence_logits(idx))
         return -(targets.float() * log_p).sum((-2, -1))
 
     @torch.no_grad()
@@ -289,13 +291,13 @@ class CodePrior(DanceModel):
         logits = self.code_logits(batch)[:, :T].float()                          # (B, T, N, K)
         first = v.context - 1 + v.horizon
         target = batch[:, first:first + T]                                       # (B, T, H, W) frames decoded from z_t
-        log_q, base = logits.log_softmax(-1), self.vae.prior_logits.float().log_softmax(-1)
+        log_q, base = log_softmax_classes(logits), log_softmax_classes(self.vae.prior_logits)
         B = len(batch)
 
         def draw(n: int) -> dict[str, torch.Tensor]:                            # each (B, n)
             lq, x = log_q.repeat_interleave(n, 0), target.repeat_interleave(n, 0)
             z = sample_one_hot(lq, generator)                                    # (B*n, T, N, K)
-            trans = self.sequence_logits(z.argmax(-1)).float().log_softmax(-1)   # (B*n, T-s, N, K)
+            trans = log_softmax_classes(self.sequence_logits(z.argmax(-1)))   # (B*n, T-s, N, K)
             log_p = torch.cat([base.expand(len(z), s, -1, -1), trans], 1)        # (B*n, T, N, K)
             ll = frame_log_likelihood(self.vae.decode(z.flatten(0, 1)), x.flatten(0, 1)).view(-1, T)
             kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                         # (B*n, T)
@@ -318,8 +320,9 @@ class CodePrior(DanceModel):
                 top_p: float | None = None) -> torch.Tensor:
         """Seed frames (B, seed_frames, H, W) -> (B, 1 + steps, H, W) in [0, 1].
 
-        The seed is encoded once into m codes; then codes are sampled from the prior (temperature
-        scales its logits, 0 takes the most likely code; top_k / top_p default to the config's)
+        The seed is encoded once into m codes; then codes are sampled from the prior at the
+        config's temperature times `temperature` (which scales its logits; 0 takes the most likely
+        code; top_k / top_p default to the config's)
         and decoded. Code z_t decodes frame t + horizon, so the first `horizon` frames come from the
         seed's own codes. `feedback` only chooses how decoded frames are shown: nothing is fed
         back into an encoder.
@@ -330,7 +333,7 @@ class CodePrior(DanceModel):
         h, m = self.vae.config.horizon, self._seed_codes
         prompt = self.read_codes(self.code_logits(seed).float(), generator)[:, -m:]   # (B, m, N)
         new = self.sample_next(prompt, max(0, steps - h), generator,
-                               temperature, top_k, top_p)
+                               temperature * self.config.temperature, top_k, top_p)
         codes = torch.cat([prompt, new], 1)[:, m - h:m - h + steps]              # the codes of frames 1..steps
         return torch.cat([seed[:, -1:], self.decode_codes(codes, feedback, generator).to(seed.dtype)], 1)
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import gumbel_noise, noise
+from .blocks import gumbel_noise, log_softmax_classes, noise, softmax_classes
 
 class KVCache:
     """Every layer's keys and values of the positions seen so far, preallocated for the whole context
@@ -194,13 +194,13 @@ def _init(module: nn.Module) -> None:
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Per variable (last axis = classes): keep the top_k most likely classes (0 = all) and the
     smallest set whose probability reaches top_p (1 = all); the others get -inf."""
-    logits = logits.float().log_softmax(-1)
+    logits = log_softmax_classes(logits)
     if 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, -1).values[..., -1:]                           # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = logits.sort(-1, descending=True)
-        probs = sorted_logits.softmax(-1)
+        probs = softmax_classes(sorted_logits)
         ahead = probs.cumsum(-1) - probs                                        # mass of the likelier classes
         drop = torch.zeros_like(ahead, dtype=torch.bool).scatter(-1, order, ahead >= top_p)   # class order
         logits = logits.masked_fill(drop, float("-inf"))

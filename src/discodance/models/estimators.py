@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import gumbel_softmax, on_device, sample_one_hot, uniform_open
+from .blocks import gumbel_softmax, log_softmax_classes, on_device, sample_one_hot, softmax_classes, uniform_open
 
 ESTIMATORS = ("gumbel", "st-gumbel", "st", "score-function")
 RELAXED = ("gumbel", "st-gumbel")          # the estimators that use the temperature
@@ -94,7 +94,7 @@ def sample_code(logits: torch.Tensor, estimator: str, tau: float, generator: tor
         return gumbel_softmax(logits, tau, hard=estimator == "st-gumbel", generator=generator)
     one_hot = sample_one_hot(logits.detach(), generator).to(logits.dtype)   # (B, N, K), Gumbel-Max (eq. 1)
     if estimator == "st":
-        p = logits.float().softmax(-1).to(logits.dtype)
+        p = softmax_classes(logits).to(logits.dtype)
         return one_hot - p.detach() + p
     return one_hot
 
@@ -105,12 +105,12 @@ def log_probs(logits: torch.Tensor, bernoulli: bool = False) -> torch.Tensor:
     if bernoulli:
         log_odds = (logits[..., 0] - logits[..., 1]).float()
         return torch.stack([F.logsigmoid(log_odds), F.logsigmoid(-log_odds)], -1)
-    return logits.float().log_softmax(-1)
+    return log_softmax_classes(logits)
 
 
 def code_log_prob(code: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log q(z | x) of one-hot codes (B, N, K) under logits (B, N, K), summed over the N variables: (B,)."""
-    return (code.float() * logits.float().log_softmax(-1)).sum((-2, -1))
+    return (code.float() * log_softmax_classes(logits)).sum((-2, -1))
 
 
 def scale_gradient(x: torch.Tensor, scale) -> torch.Tensor:

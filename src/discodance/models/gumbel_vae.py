@@ -42,7 +42,8 @@ import torch.nn as nn
 from ..errors import require
 from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood,
-                     importance_chunks, iwae_bound, kl_categorical, sample_one_hot, temperature_at)
+                     importance_chunks, iwae_bound, kl_categorical, log_softmax_classes, sample_one_hot,
+                     temperature_at)
 from .estimators import ESTIMATORS, NVILBaseline, bernoulli_logits, log_probs, sample_code, scale_gradient
 from .mlp import MLPDecoder, MLPEncoder
 
@@ -189,7 +190,7 @@ class GumbelVAE(DanceModel):
         """Per-frame negative ELBO and importance-weighted bound (nats), with one-hot samples."""
         x, target = self.split(batch)
         logits = self.encode(x).float()                                          # (B, N, K)
-        log_q, log_p = logits.log_softmax(-1), self.prior_logits.float().log_softmax(-1)
+        log_q, log_p = log_softmax_classes(logits), log_softmax_classes(self.prior_logits)
         kl = kl_categorical(logits, self.prior_logits).sum(-1)                   # (B,)
 
         def draw(s: int) -> dict[str, torch.Tensor]:                            # each (B, s)

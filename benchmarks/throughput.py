@@ -200,6 +200,34 @@ def rollout_rates(models: dict, frames: torch.Tensor, steps: int, rounds: int, b
     return out
 
 
+# ----------------------------------------------------------------------------- report
+def markdown(result: dict) -> str:
+    """The README's speed table from one run's result."""
+    lines = [f"torch {result['torch']}, {result['machine']}, median of {result['rounds']} interleaved rounds; "
+             f"`{result['command']}`", "",
+             "| threads | MLP step: reference loop | MLP step: library | library ÷ reference | conv step (demo size) "
+             "| 1024² float32 matmul | conv ÷ matmul | chain @1 | prior @1 | chain @64 | prior @64 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t, mlp in result["mlp"].items():
+        conv, roll = result.get("conv", {}).get(t), result.get("rollout", {}).get(t)
+        cells = [t, f"{mlp['samples_per_s']['reference']:,.0f} samples/s", f"{mlp['samples_per_s']['library']:,.0f} samples/s",
+                 f"**{mlp['library_over_reference']:.2f}×**"]
+        cells += ([f"{conv['step_flop_per_s'] / 1e9:.1f} GFLOP/s", f"{conv['matmul_flop_per_s'] / 1e9:.1f} GFLOP/s",
+                   f"**{conv['share_of_matmul']:.0%}**"] if conv else ["", "", ""])
+        cells += ([f"{roll[k]:,.0f}" for k in ("chain@1", "prior@1", "chain@64", "prior@64")] if roll else [""] * 4)
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "Rollouts in generated frames/s (prior ÷ chain: " + ", ".join(
+        f"{t} thread(s): {r['prior_over_chain@1']:.2f}× at batch 1, {r['prior_over_chain@64']:.2f}× at 64"
+        for t, r in result.get("rollout", {}).items()) + ")."]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2")
@@ -216,7 +244,9 @@ def main() -> None:
     if args.conv_steps or args.rollout_steps:
         from discodance.data.synthetic import make_dancer
         frames = torch.from_numpy(make_dancer(2000, 64, 64, seed=0)[0]).float().div(255)
-    result = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(), "mlp": {}}
+    import sys
+    result = {"torch": torch.__version__, "machine": platform.processor() or platform.machine(), "rounds": args.rounds,
+              "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), "mlp": {}}
     models = rollout_models(args.runs, frames) if args.rollout_steps else None
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
@@ -231,6 +261,12 @@ def main() -> None:
         if args.rollout_steps:
             result.setdefault("rollout", {})[threads] = rollout_rates(models, frames, args.rollout_steps, args.rounds)
             print("rollout frames/s", json.dumps({k: round(v, 2) for k, v in result["rollout"][threads].items()}), flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out.with_suffix(".json"), json.dumps(result, indent=1))
+    write_atomic(out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -82,12 +82,21 @@ def test_the_second_stage_refuses_a_missing_or_wrong_base(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("sets,expected", [
-    ({}, None),                                                              # joint: one stage
+    ({}, ("vae-lstm-mdn", {"stage": "vae"})),                                # the default: DanceNet's two stages
+    ({"stage": "joint"}, None),                                              # joint: one stage
     ({"stage": "lstm", "channels": "8,16", "seq_len": "6"}, ("vae-lstm-mdn", {"stage": "vae", "channels": "8,16"})),
     ({"stage": "lstm", "base_run": "runs/vae"}, None),                       # the first stage exists
 ])
 def test_first_stage_settings(sets, expected):
     assert REGISTRY["vae-lstm-mdn"].first_stage(sets) == expected
+
+
+@pytest.mark.parametrize("name", ["vrnn", "lstm-ae"])
+def test_vrnn_and_lstm_ae_default_to_two_stages(name):
+    assert REGISTRY[name].first_stage({}) == ("vae-lstm-mdn", {"stage": "vae"})
+    assert REGISTRY[name].first_stage({"two_stage": "false"}) is None
+    with pytest.raises(DiscodanceError, match="two_stage=false"):
+        model_config(name, (32, 32), {})
 
 
 def test_compare_trains_the_first_stage_inside_the_budget(tiny_data, tmp_path):
@@ -139,7 +148,8 @@ def test_sequence_models_on_a_first_stage_model_its_latents_and_roll_out_stochas
 
 def test_lstm_ae_in_pixels_is_deterministic():
     sets = {k: v for k, v in LATENT_SETS["lstm-ae"][0].items() if k != "mixtures"}
-    pixel = build_model("lstm-ae", model_config("lstm-ae", (32, 32), {**sets, "channels": (8, 16), "hidden": 32}))
+    pixel = build_model("lstm-ae", model_config("lstm-ae", (32, 32), {**sets, "two_stage": False, "channels": (8, 16),
+                                                                      "hidden": 32}))
     frames = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)).round()
     assert torch.equal(pixel.rollout(frames, 4, torch.Generator().manual_seed(1)),
                        pixel.rollout(frames, 4, torch.Generator().manual_seed(2)))
@@ -150,7 +160,7 @@ def test_two_stage_asks_compare_for_a_first_stage(name):
     first = REGISTRY[name].first_stage
     assert first({"two_stage": "true", "channels": "8,16", "lstm_hidden": "16"}) == (
         "vae-lstm-mdn", {"stage": "vae", "channels": "8,16"})
-    assert first({}) is None and first({"two_stage": "true", "base_run": "runs/vae"}) is None
+    assert first({"two_stage": "false"}) is None and first({"two_stage": "true", "base_run": "runs/vae"}) is None
     with pytest.raises(DiscodanceError, match="two_stage needs a trained first stage"):
         model_config(name, (32, 32), {"two_stage": True})
 

@@ -46,8 +46,8 @@ def complete_two_stage(config):
 
 
 def latent_first_stage(sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
-    """two_stage=true without base_run: a vae-lstm-mdn stage=vae run of the same conv size."""
-    if str(sets.get("two_stage", "false")).lower() not in ("true", "1") or sets.get("base_run"):
+    """two_stage=true (the default) without base_run: a vae-lstm-mdn stage=vae run of the same conv size."""
+    if str(sets.get("two_stage", "true")).lower() not in ("true", "1") or sets.get("base_run"):
         return None
     return "vae-lstm-mdn", {"stage": "vae", **{k: v for k, v in sets.items() if k in ("channels", "hidden")}}
 

@@ -65,7 +65,8 @@ class LSTMAEConfig:
     base_run: str = ""            # a vae-lstm-mdn stage=vae run: model its frozen latents (two stages)
     base_config: dict | None = None   # filled from base_run: its model config
     mixtures: int = 8             # two stages: Gaussians in the mixture over each predicted latent
-    two_stage: bool = False       # on a first stage's latents (set by base_run; compare trains the base)
+    two_stage: bool = True        # on a first stage's latents (base_run; train and compare train the base first);
+                                  # false = end to end through conv nets on frames
 
     def validate(self) -> "LSTMAEConfig":
         check_conv_settings(self.frame_size, self.channels)
@@ -74,7 +75,8 @@ class LSTMAEConfig:
                 "features, lstm_hidden, lstm_layers, query and hidden must be >= 1")
         require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
         require(not self.two_stage or self.base_config is not None,
-                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run)")
+                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run; "
+                "discodance train and compare train one first), or --set two_stage=false")
         if self.base_config is not None:
             require(isinstance(self.base_config, dict) and "latent" in self.base_config,
                     f"base_config must be a vae-lstm-mdn config, got {self.base_config!r}")

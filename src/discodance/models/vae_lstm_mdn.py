@@ -77,7 +77,7 @@ class VAELSTMMDNConfig:
     min_log_sigma: float = -7.0   # lower bound of the MDN's log standard deviations
     channels: tuple[int, ...] = (32, 64, 128, 256)
     hidden: int = 512
-    stage: str = "joint"          # joint | vae (first stage alone) | lstm (second stage on base_run's VAE)
+    stage: str = "lstm"           # lstm (DanceNet's second stage on base_run's VAE) | vae (first stage alone) | joint
     base_run: str = ""            # stage=lstm: the run folder of a trained stage=vae (or joint) run
     base_config: dict | None = None   # filled from base_run: its model config
     latents: str = "sample"       # stage=lstm: the LSTM-MDN learns z ~ q (sample) or the means (mean)
@@ -94,7 +94,8 @@ class VAELSTMMDNConfig:
         require(self.latents in ("sample", "mean"), f"latents must be sample or mean, got {self.latents!r}")
         if self.stage == "lstm":
             require(isinstance(self.base_config, dict),
-                    "stage=lstm needs a trained first stage: --set base_run=RUN_FOLDER (a stage=vae run)")
+                    "stage=lstm needs a trained first stage: --set base_run=RUN_FOLDER (a stage=vae run; discodance "
+                    "train and compare train one first), or --set stage=joint")
             same = all(_same(self.base_config.get(k), getattr(self, k)) for k in (*VAE_KEYS, "frame_size"))
             require(same, "stage=lstm: latent, channels, hidden and frame size must be the base run's "
                           f"({', '.join(f'{k}={self.base_config.get(k)}' for k in VAE_KEYS)})")

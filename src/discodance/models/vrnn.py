@@ -57,7 +57,8 @@ class VRNNConfig:
     hidden: int = 512
     base_run: str = ""            # a vae-lstm-mdn stage=vae run: observe its frozen latents (two stages)
     base_config: dict | None = None   # filled from base_run: its model config
-    two_stage: bool = False       # observe a first stage's latents (set by base_run; compare trains the base)
+    two_stage: bool = True        # observe a first stage's latents (base_run; train and compare train the base first);
+                                  # false = end to end through conv nets on frames
 
     def validate(self) -> "VRNNConfig":
         check_conv_settings(self.frame_size, self.channels)
@@ -66,7 +67,8 @@ class VRNNConfig:
         require(self.seq_len >= 1 and self.seed_len >= 1, "seq_len and seed_len must be >= 1")
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
         require(not self.two_stage or isinstance(self.base_config, dict),
-                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run)")
+                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run; "
+                "discodance train and compare train one first), or --set two_stage=false")
         if self.base_config is not None:
             require(list(self.base_config.get("frame_size", ())) == list(self.frame_size),
                     f"the base run was trained on {self.base_config.get('frame_size')} frames, this data has "

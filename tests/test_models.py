@@ -387,3 +387,24 @@ def test_new_models_reject_impossible_settings(name, bad):
     with pytest.raises(DiscodanceError):
         model_config(name, (32, 32), {**TINY[name], **bad, "base_config": {**TINY_MODEL, "frame_size": (32, 32)}}
                      if name == "code-prior" else {**TINY[name], **bad})
+
+
+def test_training_cost_counts_the_first_stage_after_the_folder_moved(tiny_data, tmp_path):
+    """A compare builds in <out>.partial and renames it: the prior's recorded base_run is gone, the
+    base run beside it is found, and its time is still counted (both stages)."""
+    import shutil
+    from discodance.checkpoint import load_checkpoint
+    from discodance.evaluation.full import training_cost
+    from discodance.models import load_model
+    from discodance.train import train
+    built = tmp_path / "out.partial"
+    train(tiny_data, built / "vae", "gumbel-vae", TINY["gumbel-vae"], TrainConfig(steps=2, **FAST), progress=False)
+    train(tiny_data, built / "prior", "code-prior", {**TINY["code-prior"], "base_run": str(built / "vae")},
+          TrainConfig(steps=2, **FAST), progress=False)
+    done = tmp_path / "out"
+    shutil.move(str(built), str(done))
+    ckpt = load_checkpoint(done / "prior")
+    cost = training_cost(load_model(ckpt), ckpt, done / "prior")
+    base = float(load_checkpoint(done / "vae")["elapsed"])
+    assert cost["base_train_seconds"] == base > 0
+    assert cost["train_seconds_total"] == pytest.approx(float(ckpt["elapsed"]) + base)

@@ -230,8 +230,8 @@ def training_cost(model, ckpt: dict, run_dir: Path | None) -> dict:
            "trainable_parameters": sum(p.numel() for group in model.optimizer_groups().values() for p in group),
            "train_steps": int(ckpt["step"]), "train_seconds": float(ckpt["elapsed"])}
     total = float(ckpt["elapsed"])
-    base = (ckpt["config"].get("model_config") or {}).get("base_run")
-    if base and Path(base).exists():
+    base = _first_stage_run((ckpt["config"].get("model_config") or {}).get("base_run"), run_dir)
+    if base is not None:
         out["base_train_seconds"] = float(load_checkpoint(base)["elapsed"])
         total += out["base_train_seconds"]
     out["train_seconds_total"] = total
@@ -243,6 +243,17 @@ def training_cost(model, ckpt: dict, run_dir: Path | None) -> dict:
     if rss:
         out["train_peak_rss_mb"] = float(max(rss))
     return out
+
+
+def _first_stage_run(base: str | None, run_dir: Path | None) -> Path | None:
+    """The first stage's run folder: where the run recorded it, or, when that folder has moved (a
+    compare builds in <out>.partial and renames it), the folder of the same name beside the run."""
+    if not base:
+        return None
+    if Path(base).exists():
+        return Path(base)
+    beside = None if run_dir is None else Path(run_dir).parent / Path(base).name
+    return beside if beside is not None and beside.exists() else None
 
 
 def likelihood_windows(dataset: Dataset, window: int) -> int:

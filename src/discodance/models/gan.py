@@ -25,6 +25,12 @@ still; rolled out, small stills compound into a held pose. So:
                    Adversarial Networks", eq. 3): two noise draws for the same context should give
                    different frames, L_ms = |G(c, n1) - G(c, n2)|_1 / |n1 - n2|_1, added to L_G as
                    w / (L_ms + eps), so the noise cannot be ignored.
+Defaults unroll = 3, mode_seeking = 0.03, measured on the built-in dancer (8 CPU-minutes, demo
+size, docs/compare): with neither, 80-91 % of rollouts were frozen by frame 256; unroll alone, 38 %;
+unroll with w = 1, blobs (the term w / L_ms dominates while L_ms is ~0.01-0.1); w = 0.01, no
+freezing but every rollout falls into one arm-wave motif (pose diversity -35 %); w = 0.03, no
+freezing, varied moves, frame distance at 64 frames 1.7x its floor, but edge noise (flicker 9x
+real); w = 0.1, noisier still. Lowering rec_weight to 3 instead froze every rollout.
 
 forward() returns {"generator": L_G, "discriminator": L_D} from one discriminator pass over the real
 and generated windows. Each loss must be back-propagated into its own group only — the trainer does
@@ -55,8 +61,8 @@ class GANConfig:
     noise: int = 32               # noise dimensions
     code: int = 256               # generator's encoding of the context
     rec_weight: float = 10.0      # lambda of the reconstruction term (0 = pure hinge GAN)
-    unroll: int = 1               # frames the generator continues and the critic judges (1 = pairs)
-    mode_seeking: float = 0.0     # weight of Mao et al.'s mode-seeking term (0 = off)
+    unroll: int = 3               # frames the generator continues and the critic judges (1 = pairs)
+    mode_seeking: float = 0.03    # weight of Mao et al.'s mode-seeking term (0 = off)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     d_channels: tuple[int, ...] = (32, 64, 128, 256)
     hidden: int = 512

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DiscodanceError, require
 
 KEYPOINT_EXTENSIONS = (".npy", ".npz", ".json")
+BVH_EXTENSIONS = (".bvh",)   # motion capture read by mocap.py (here so that skeleton.py need not import mocap)
 
 
 @dataclass

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DiscodanceError, require
-from .keypoints import KEYPOINT_EXTENSIONS, Motion, load_keypoints, repair_outliers, resample
+from .keypoints import BVH_EXTENSIONS, KEYPOINT_EXTENSIONS, Motion, load_keypoints, repair_outliers, resample
 from .skeleton import turn_up
 
-BVH_EXTENSIONS = (".bvh",)
 _CHANNEL_RE = re.compile(r"^([XYZ])(position|rotation)$", re.IGNORECASE)
 MAX_DEGREES = 1e6  # |rotation| beyond this (2,778 turns) is garbage, not an unwrapped angle
 

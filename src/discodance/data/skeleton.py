@@ -362,7 +362,7 @@ def plan_drawing(motions, fps: float, up: str | None = None, skeleton=None) -> D
     inferred, else +y) or one of UP_AXES; skeleton None (inferred when the files name none),
     'none' (as before this module: each file's own skeleton, COCO-17 or a chain 0-1-2-...) or
     a JSON skeleton file (read_skeleton_file)."""
-    from .mocap import BVH_EXTENSIONS
+    from .keypoints import BVH_EXTENSIONS
     from .render import COCO17, body_from_skeleton
 
     first = motions[0]

@@ -217,8 +217,8 @@ def reference_stats(net: EvalNet, dataset: Dataset, targets, cfg: EvalNetConfig,
     rng = np.random.default_rng(cfg.seed)
     ref_idx = np.sort(rng.choice(train_idx, min(cfg.reference_frames, len(train_idx)), replace=False))
     ref = net.embed(dataset.frames[ref_idx], device=device)
-    test = net.embed(dataset.frames[test_idx], device=device)
-    held = net.embed(dataset.frames[held_idx], device=device)
+    held = net.embed(dataset.frames[held_idx], device=device)                    # validation, then test
+    test = {k: v[len(v) - len(test_idx):] for k, v in held.items()}
     floor_idx = np.sort(rng.choice(train_idx, min(len(test_idx), len(train_idx)), replace=False))
     floor = net.embed(dataset.frames[floor_idx], device=device)
     nn_held = nearest_distance(held["features"], ref["features"])

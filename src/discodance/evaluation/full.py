@@ -88,8 +88,10 @@ def real_reference(dataset: Dataset, net, ref: dict, cfg: FullEvalConfig, device
         seg = {k: v[inv].reshape(len(starts), L, *v.shape[1:]) for k, v in emb.items()}
         seg["frames"] = np.asarray(dataset.frames[idx]).reshape(len(starts), L, *dataset.frame_size)
         out[split] = seg
-    out["test_frames"] = net.embed(dataset.frames[dataset.indices("test")], device=device)
-    out["held_out_frames"] = net.embed(dataset.frames[held_out_indices(dataset)], device=device)
+    held = net.embed(dataset.frames[held_out_indices(dataset)], device=device)     # validation, then test
+    n_test = len(dataset.indices("test"))
+    out["held_out_frames"] = held
+    out["test_frames"] = {k: v[len(v) - n_test:] for k, v in held.items()}
     return out
 
 
@@ -250,10 +252,8 @@ def _first_stage_run(base: str | None, run_dir: Path | None) -> Path | None:
     compare builds in <out>.partial and renames it), the folder of the same name beside the run."""
     if not base:
         return None
-    if Path(base).exists():
-        return Path(base)
-    beside = None if run_dir is None else Path(run_dir).parent / Path(base).name
-    return beside if beside is not None and beside.exists() else None
+    candidates = [Path(base)] + ([Path(run_dir).parent / Path(base).name] if run_dir is not None else [])
+    return next((c for c in candidates if c.exists()), None)
 
 
 def likelihood_windows(dataset: Dataset, window: int) -> int:

@@ -197,6 +197,39 @@ def rollout_rates(models: dict, frames: torch.Tensor, steps: int, rounds: int, b
     out = {f"{name}@{b}": statistics.median(r) for (name, b), r in rates.items()}
     for b in batches:
         out[f"prior_over_chain@{b}"] = out[f"prior@{b}"] / out[f"chain@{b}"]
+    out.update(codec_times(models, frames, rounds, batches))
+    return out
+
+
+@torch.no_grad()
+def codec_times(models: dict, frames: torch.Tensor, rounds: int, batches=(1, 64), reps: int = 8) -> dict:
+    """Milliseconds per frame of the chain's two halves (encode, decode) at each batch size and of
+    the prior's decode (it decodes a rollout's frames in chunks of DECODE_CHUNK at any batch size),
+    and the bound they put on prior / chain: a chain step costs at least encode + decode, a prior
+    step at least its decode, so prior / chain <= (encode + decode) / prior's decode however fast
+    the prior samples its codes."""
+    from discodance.models.code_prior import DECODE_CHUNK
+    vae, prior = models["chain"], models["prior"]
+    N, K, c = vae.config.latents, vae.config.classes, vae.seed_frames
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, K, (1, DECODE_CHUNK, N), generator=g)             # one rollout's chunk
+    jobs = {"prior_decode_ms": (lambda: prior.decode_codes(codes), DECODE_CHUNK)}
+    for b in batches:
+        x = torch.stack([frames[k:k + b] for k in range(c)], 1)                # (b, context, H, W)
+        z = torch.nn.functional.one_hot(torch.randint(0, K, (b, N), generator=g), K).float()   # (b, N, K)
+        jobs.update({f"encode_ms@{b}": (lambda x=x: vae.encode(x), b), f"decode_ms@{b}": (lambda z=z: vae.decode(z), b)})
+    for fn, _ in jobs.values():
+        fn()                                                                     # warm-up
+    times = {key: [] for key in jobs}
+    for _ in range(rounds):
+        for key, (fn, b) in jobs.items():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[key].append(1e3 * (time.perf_counter() - t0) / (reps * b))
+    out = {key: statistics.median(t) for key, t in times.items()}
+    for b in batches:
+        out[f"prior_over_chain_bound@{b}"] = (out[f"encode_ms@{b}"] + out[f"decode_ms@{b}"]) / out["prior_decode_ms"]
     return out
 
 
@@ -219,6 +252,13 @@ def markdown(result: dict) -> str:
     lines += ["", "Rollouts in generated frames/s (prior ÷ chain: " + ", ".join(
         f"{t} thread(s): {r['prior_over_chain@1']:.2f}× at batch 1, {r['prior_over_chain@64']:.2f}× at 64"
         for t, r in result.get("rollout", {}).items()) + ")."]
+    for t, r in result.get("rollout", {}).items():
+        if "encode_ms@64" in r:
+            lines.append(f"{t} thread(s), ms per frame at batch 1 / 64: the chain's encode "
+                         f"{r['encode_ms@1']:.2f} / {r['encode_ms@64']:.2f} and decode {r['decode_ms@1']:.2f} / "
+                         f"{r['decode_ms@64']:.2f}, the prior's decode {r['prior_decode_ms']:.2f} (in chunks of 64 at "
+                         f"any batch size): prior ÷ chain can be at most "
+                         f"{r['prior_over_chain_bound@1']:.2f}× / {r['prior_over_chain_bound@64']:.2f}×.")
     return "\n".join(lines) + "\n"
 
 

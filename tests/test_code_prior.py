@@ -186,3 +186,32 @@ def test_the_configs_sampling_temperature_scales_the_callers():
     one = prior("transformer", context=6, temperature=1.0).eval()
     assert torch.equal(warm.rollout(seed, 20, torch.Generator().manual_seed(3), temperature=1.25),
                        one.rollout(seed, 20, torch.Generator().manual_seed(3)))
+
+
+def test_remove_blips_sets_one_step_excursions_back_and_keeps_lasting_changes():
+    from discodance.models.code_prior import remove_blips
+    z = torch.tensor([0, 1, 0, 0, 2, 2, 0, 3, 0, 3, 3])[None, :, None]          # (B=1, T, N=1)
+    assert remove_blips(z)[0, :, 0].tolist() == [0, 0, 0, 0, 2, 2, 0, 0, 0, 3, 3]
+    codes = torch.randint(0, 3, (4, 50, 5), generator=torch.Generator().manual_seed(0))
+    out = remove_blips(codes)
+    blips = (out[:, :-2] == out[:, 2:]) & (out[:, 1:-1] != out[:, :-2])
+    assert not blips.any() and out.shape == codes.shape
+    assert torch.equal(out[:, [0, -1]], codes[:, [0, -1]])                    # the ends have no two neighbours
+
+
+def test_deblip_changes_only_the_decoded_codes_of_a_rollout(monkeypatch):
+    """With deblip the prior samples exactly the same codes (same generator) and decodes them without
+    one-step blips; without it the decoded codes are the samples."""
+    from discodance.models.code_prior import remove_blips
+    seen = {}
+    for flag in (False, True):
+        model = prior("transformer", context=6, deblip=flag).eval()
+        monkeypatch.setattr(model, "decode_codes", lambda codes, *a, flag=flag, **k: seen.setdefault(flag, codes)
+                            .new_zeros(*codes.shape[:2], 16, 16).float())
+        seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+        model.rollout(seed, 60, torch.Generator().manual_seed(3))
+    raw, kept = seen[False], seen[True]
+    changed = raw != kept
+    assert changed.any() and changed.float().mean() < 0.2
+    assert torch.equal(kept[:, 1:][changed[:, 1:]], kept[:, :-1][changed[:, 1:]])   # a changed code copies its predecessor
+    assert torch.equal(remove_blips(kept)[:, 1:], kept[:, 1:])                     # and no blip is left

@@ -90,3 +90,26 @@ def test_class_axis_softmax_equals_torch_and_has_its_gradient(shape):
     (got * w).sum().backward()
     (want * w).sum().backward()
     assert torch.allclose(x.grad, y.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("out_channels", [1, 2])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_pixel_head_is_the_3x3_convolution_with_its_gradients(out_channels, layout):
+    """The decoder's last layer computed as a depthwise convolution summed over channels: the same
+    values and gradients as F.conv2d with its own weights (the state dict is a Conv2d's)."""
+    import torch.nn.functional as F
+    from discodance.models.blocks import PixelHead
+    torch.manual_seed(0)
+    head = PixelHead(5, out_channels)
+    assert set(head.state_dict()) == {"weight", "bias"} and head.weight.shape == (out_channels, 5, 3, 3)
+    x = torch.randn(3, 5, 7, 6).contiguous(memory_format=layout).requires_grad_(True)
+    w, b = head.weight.detach().clone().requires_grad_(True), head.bias.detach().clone().requires_grad_(True)
+    g = torch.randn(3, out_channels, 7, 6)
+    head(x).backward(g)
+    got = (x.grad.clone(), head.weight.grad, head.bias.grad)
+    x.grad = None
+    want_y = F.conv2d(x, w, b, padding=1)
+    want_y.backward(g)
+    assert torch.allclose(head(x), want_y, atol=1e-5)
+    for a, c in zip(got, (x.grad, w.grad, b.grad)):
+        assert torch.allclose(a, c, atol=1e-4, rtol=1e-5)

@@ -174,6 +174,9 @@ def rollout_metrics(frames: np.ndarray, net, ref: dict, real: dict, joints, data
     emb = {k: v.reshape(B, T, *v.shape[1:]) for k, v in emb.items()}
     bad = implausible_flags({k: v.reshape(B * T, *v.shape[2:]) for k, v in emb.items()}, ref).reshape(B, T)
     real_feats = real["test_frames"]["features"]
+    # frames of the real training segments: where a long rollout should stay once it has left the
+    # short test block's moves behind (its distance to the test block alone grows as it wanders)
+    train_feats = None if real["train"] is None else real["train"]["features"].reshape(-1, real_feats.shape[-1])
     out = {"frame_fid": mt.frechet_distance(emb["features"][:, 1:].reshape(-1, emb["features"].shape[-1]), real_feats),
            "implausible": float(bad[:, 1:].mean()), "flicker": mt.flicker(frames[:, 1:]), "horizons": {}}
     poses = emb.get("poses")
@@ -196,6 +199,9 @@ def rollout_metrics(frames: np.ndarray, net, ref: dict, real: dict, joints, data
         row = {"frame_fid": mt.frechet_distance(emb["features"][:, w].reshape(-1, emb["features"].shape[-1]), real_feats),
                "implausible": float(bad[:, w].mean()), "flicker": mt.flicker(frames[:, w]),
                **collapse_shares(frames[:, max(1, h - cfg.health_window + 1):h + 1])}
+        if train_feats is not None:
+            row["frame_fid_train"] = mt.frechet_distance(
+                emb["features"][:, w].reshape(-1, emb["features"].shape[-1]), train_feats)
         if motion and h >= L:
             g = motion_block(poses[:, h - L + 1:h + 1], frames[:, h - L + 1:h + 1], joints, dataset.fps, cfg, height)
             row.update({k: v for k, v in compare_motion(g, real_m, train_m, floor=False).items() if k.startswith("fid")})

@@ -30,7 +30,7 @@ COLUMNS = [
 REAL = {"frame_fid": "frame_fid_floor", "fid_k": "fid_k_floor", "fid_g": "fid_g_floor", "dist_k": "real_dist_k",
         "dist_g": "real_dist_g", "freeze_rate": "real_freeze_rate", "jitter": "real_jitter", "flicker": "real_flicker",
         "implausible@256": "real_implausible", "static@256": "real_static", "loop@256": "real_loop"}
-HORIZON_METRICS = ("frame_fid", "implausible", "static", "loop", "fid_k", "fid_g", "flicker")
+HORIZON_METRICS = ("frame_fid", "frame_fid_train", "implausible", "static", "loop", "fid_k", "fid_g", "flicker")
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -143,7 +143,7 @@ def plot_horizons(summary: dict[str, dict], horizons, reference: dict, path: Pat
             if pts:
                 h, m, sd = map(np.array, zip(*pts))
                 ax.errorbar(h, m, yerr=sd, fmt="o-", color=f"C{i % 10}", ms=3, capsize=2, label=model)
-        ref = reference.get({"frame_fid": "frame_fid_floor", "fid_k": "fid_k_floor", "fid_g": "fid_g_floor"}
+        ref = reference.get({"frame_fid": "frame_fid_floor", "frame_fid_train": "frame_fid_floor", "fid_k": "fid_k_floor", "fid_g": "fid_g_floor"}
                             .get(key, f"real_{key}"))
         if ref is not None:
             ax.axhline(ref, color="grey", ls="--", lw=1, label="real data")

@@ -84,6 +84,7 @@ class CodePriorConfig:
     temperature: float = 0.8           # rollout: the prior's sampling temperature; a caller's temperature multiplies it
     top_k: int = 0                     # rollout: sample among the k likeliest classes per variable (0 = all)
     top_p: float = 0.9                 # rollout: ... and among the smallest set of probability >= top_p
+    deblip: bool = False               # rollout: a class a variable takes for one step only (A, B, A) becomes A
     decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast, ~2x faster here) | float32
     # arch=transformer
     context: int = 64                  # codes the transformer attends to (its training windows are context + 1)
@@ -334,7 +335,8 @@ class CodePrior(DanceModel):
         prompt = self.read_codes(self.code_logits(seed).float(), generator)[:, -m:]   # (B, m, N)
         new = self.sample_next(prompt, max(0, steps - h), generator,
                                temperature * self.config.temperature, top_k, top_p)
-        codes = torch.cat([prompt, new], 1)[:, m - h:m - h + steps]              # the codes of frames 1..steps
+        codes = torch.cat([prompt, new], 1)
+        codes = (remove_blips(codes) if self.config.deblip else codes)[:, m - h:m - h + steps]   # frames 1..steps
         return torch.cat([seed[:, -1:], self.decode_codes(codes, feedback, generator).to(seed.dtype)], 1)
 
     @torch.no_grad()
@@ -352,6 +354,19 @@ class CodePrior(DanceModel):
                 logits = self.vae.decode(z)
             out.append(feedback_frames(torch.sigmoid(logits.float()), feedback, generator))
         return torch.cat(out).view(B, T, *out[0].shape[-2:]) if out else codes.new_zeros(B, 0, *self.frame_size).float()
+
+
+def remove_blips(codes: torch.Tensor) -> torch.Tensor:
+    """Class indices (B, T, N) with every one-step excursion of a variable (A, B, A) set back to its
+    neighbour (A, A, A), left to right. Sampling each step's codes leaves such blips where the
+    real data's smoothed codes (smooth_codes) have almost none, and the decoder draws each one as
+    pixels that flip and flip straight back: shimmer. The prior still conditions on what it
+    sampled; only the decoded codes change."""
+    z = codes.clone()
+    for t in range(1, z.shape[1] - 1):
+        blip = (z[:, t - 1] == z[:, t + 1]) & (z[:, t] != z[:, t - 1])             # (B, N)
+        z[:, t] = torch.where(blip, z[:, t - 1], z[:, t])
+    return z
 
 
 def smooth_codes(log_q: torch.Tensor, cost: float) -> torch.Tensor:

@@ -199,3 +199,40 @@ def test_compare_size_presets_sit_under_the_users_settings(tiny_data, tmp_path):
     assert plain.model_sets == {}
     with pytest.raises(DiscodanceError, match="--size must be one of"):
         CompareConfig(data=str(tiny_data), models=("gan",), out=str(tmp_path / "r"), size="huge").validate()
+
+
+def test_time_to_quality_is_the_first_cpu_time_at_the_lowest_best_iou(tmp_path):
+    """Each run's CPU time to first reach the lowest of all runs' best validation IoUs, a first
+    stage's whole CPU time added, and the report's claim as gumbel-vae's time over vae-lstm-mdn's."""
+    from discodance.compare import time_to_quality
+
+    def log(name, rows):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log("gumbel-vae-s0", [{"step": 10, "cpu_seconds": 5.0, "val_iou": 0.5}, {"step": 20, "cpu_seconds": 9.0, "val_iou": 0.8},
+                          {"step": 30, "cpu_seconds": 14.0, "val_iou": 0.9}])
+    log("vae-lstm-mdn-s0.base", [{"step": 5, "cpu_seconds": 30.0}, {"step": 10, "cpu_seconds": 60.0, "val_iou": 0.7}])
+    log("vae-lstm-mdn-s0", [{"step": 10, "cpu_seconds": 4.0, "val_iou": 0.6}, {"step": 20, "cpu_seconds": 8.0, "val_iou": 0.85},
+                            {"step": 30, "cpu_seconds": 12.0, "val_iou": 0.82}])
+    cfg = CompareConfig(data=str(tmp_path), models=("gumbel-vae", "vae-lstm-mdn"), out=str(tmp_path / "r"), seeds=1)
+    quality = time_to_quality(cfg, tmp_path)
+    assert quality["threshold"] == 0.85                                      # the lower of the bests 0.9 and 0.85
+    assert quality["cpu_seconds"] == {"gumbel-vae": [14.0], "vae-lstm-mdn": [68.0]}   # 60 s of stage 1 + 8
+    assert quality["ratio_gumbel_vae_to_vae_lstm_mdn"] == pytest.approx(14.0 / 68.0)
+
+
+def test_a_converged_compare_stops_each_run_on_its_plateau(tmp_path):
+    """patience=1 with an unreachable 1000% improvement: every run stops at its second validation
+    (step 4 of a 40-step cap), says so in its log, and the report has its time to quality."""
+    torch.set_num_threads(1)
+    from discodance.data.synthetic import write_synthetic
+    data = write_synthetic(tmp_path / "data", 400, 32, 32, seed=3)
+    cfg = tiny_compare(data, tmp_path / "report", models=("gumbel-vae",), seeds=1, steps=40,
+                       model_sets={"gumbel-vae": {k: _text(v) for k, v in TINY_MODEL.items()}},
+                       train_sets={"batch_size": "8", "eval_batches": "1", "eval_every": "2", "patience": "1",
+                                   "min_improvement": "10"})
+    run_compare(cfg)
+    rows = read_log(tmp_path / "report" / "runs" / "gumbel-vae-s0")
+    assert max(r["step"] for r in rows) == 4 and rows[-1].get("converged") is True
+    quality = json.loads((tmp_path / "report" / "results.json").read_text())["time_to_quality"]
+    assert quality["cpu_seconds"]["gumbel-vae"][0] > 0

@@ -215,3 +215,15 @@ def test_deblip_changes_only_the_decoded_codes_of_a_rollout(monkeypatch):
     assert changed.any() and changed.float().mean() < 0.2
     assert torch.equal(kept[:, 1:][changed[:, 1:]], kept[:, :-1][changed[:, 1:]])   # a changed code copies its predecessor
     assert torch.equal(remove_blips(kept)[:, 1:], kept[:, 1:])                     # and no blip is left
+
+
+def test_stay_shifts_each_variable_towards_keeping_its_class():
+    """stay=0 samples exactly as before; a large stay keeps every code; a moderate one changes
+    codes less often than none (a random net: changes are frequent without it)."""
+    net = CodeTransformer(N_VAR, K, context=12, width=32, layers=2, heads=4).eval()
+    prompt = torch.randint(0, K, (8, 3, N_VAR), generator=torch.Generator().manual_seed(0))
+    sample = lambda stay: net.generate(prompt, 40, torch.Generator().manual_seed(1), stay=stay)
+    assert torch.equal(sample(0.0), net.generate(prompt, 40, torch.Generator().manual_seed(1)))
+    assert torch.equal(sample(50.0), prompt[:, -1:].expand(-1, 40, -1))
+    changes = lambda z: (z[:, 1:] != z[:, :-1]).float().mean().item()
+    assert changes(sample(1.5)) < 0.8 * changes(sample(0.0))

@@ -48,6 +48,7 @@ the frozen VAE is part of this model's state dict, so the code-prior run is self
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +82,11 @@ class CodePriorConfig:
     codes: str = "smooth"              # the codes of real frames: smooth | argmax | sample (see read_codes)
     switch_cost: float = 1.0           # codes=smooth: nats a variable pays for changing class between frames
     corrupt: float = 0.1               # share of input codes replaced by random classes in training
-    temperature: float = 0.8           # rollout: the prior's sampling temperature; a caller's temperature multiplies it
+    temperature: float = 1.0           # rollout: the prior's sampling temperature; a caller's temperature multiplies it
     top_k: int = 0                     # rollout: sample among the k likeliest classes per variable (0 = all)
-    top_p: float = 0.9                 # rollout: ... and among the smallest set of probability >= top_p
-    deblip: bool = False               # rollout: a class a variable takes for one step only (A, B, A) becomes A
+    top_p: float = 1.0                 # rollout: ... and among the smallest set of probability >= top_p
+    deblip: bool = True                # rollout: a class a variable takes for one step only (A, B, A) becomes A
+    stay: float = 0.5                  # rollout (transformer): nats added to each variable's log-probability of keeping its class
     decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast, ~2x faster here) | float32
     # arch=transformer
     context: int = 64                  # codes the transformer attends to (its training windows are context + 1)
@@ -110,6 +112,7 @@ class CodePriorConfig:
         require(self.switch_cost >= 0, f"switch_cost must be >= 0, got {self.switch_cost}")
         require(self.decode_dtype in ("float32", "bfloat16"), f"decode_dtype must be float32 or bfloat16, got {self.decode_dtype!r}")
         require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        require(math.isfinite(self.stay) and self.stay >= 0, f"stay must be a finite number >= 0, got {self.stay}")
         require(self.top_k >= 0 and 0 < self.top_p <= 1, f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
         require(self.context >= 2 and self.blocks >= 1 and self.prompt >= 1, "context >= 2, blocks >= 1, prompt >= 1")
         require(self.heads >= 1 and self.width % self.heads == 0, f"width ({self.width}) must be a multiple of heads ({self.heads})")
@@ -263,7 +266,7 @@ class CodePrior(DanceModel):
                     top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
         """Class indices (B, steps, N) sampled after prompt codes (B, P, N)."""
         if self.config.arch == "transformer":
-            return self.gpt.generate(prompt, steps, generator, temperature, top_k, top_p)
+            return self.gpt.generate(prompt, steps, generator, temperature, top_k, top_p, self.config.stay)
         k, K = self.config.order, self.vae.config.classes
         codes = list(F.one_hot(prompt[:, -k:], K).float().unbind(1))
         for _ in range(steps):

@@ -158,8 +158,10 @@ class CodeTransformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, steps: int, generator: torch.Generator | None = None,
-                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stay: float = 0.0) -> torch.Tensor:
         """prompt codes (B, P, N) -> the next `steps` sampled codes (B, steps, N).
+
+        `stay` adds that many nats to each variable's log-probability of keeping its previous class.
 
         Each step feeds one new code through the key/value cache. When the cache holds `context`
         steps, the window slides: the last context // 2 codes are re-encoded from scratch (their
@@ -173,6 +175,9 @@ class CodeTransformer(nn.Module):
         cache = self.new_cache(B)
         logits = self(prompt[:, -self.context:], cache)[:, -1]                  # (B, N, K)
         for t in range(P, P + steps):
+            if stay:
+                logits = log_softmax_classes(logits).scatter_add(
+                    -1, codes[:, t - 1, :, None], logits.new_full((B, N, 1), stay))
             codes[:, t] = sample_codes(logits, generator, temperature, top_k, top_p)
             if cache.length >= self.context:                                    # full: slide and re-encode
                 cache.length = 0

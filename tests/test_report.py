@@ -214,10 +214,13 @@ def test_time_to_quality_is_the_first_cpu_time_at_the_lowest_best_iou(tmp_path):
     log("vae-lstm-mdn-s0.base", [{"step": 5, "cpu_seconds": 30.0}, {"step": 10, "cpu_seconds": 60.0, "val_iou": 0.7}])
     log("vae-lstm-mdn-s0", [{"step": 10, "cpu_seconds": 4.0, "val_iou": 0.6}, {"step": 20, "cpu_seconds": 8.0, "val_iou": 0.85},
                             {"step": 30, "cpu_seconds": 12.0, "val_iou": 0.82}])
-    cfg = CompareConfig(data=str(tmp_path), models=("gumbel-vae", "vae-lstm-mdn"), out=str(tmp_path / "r"), seeds=1)
+    log("gan-s0", [{"step": 10, "cpu_seconds": 3.0, "val_iou": 0.5}, {"step": 20, "cpu_seconds": 6.0, "val_iou": 0.6}])
+    cfg = CompareConfig(data=str(tmp_path), models=("gumbel-vae", "vae-lstm-mdn", "gan"), out=str(tmp_path / "r"), seeds=1)
     quality = time_to_quality(cfg, tmp_path)
-    assert quality["threshold"] == 0.85                                      # the lower of the bests 0.9 and 0.85
-    assert quality["cpu_seconds"] == {"gumbel-vae": [14.0], "vae-lstm-mdn": [68.0]}   # 60 s of stage 1 + 8
+    assert quality["threshold"] == 0.6                                       # the lowest of the bests 0.9, 0.85, 0.6
+    assert quality["cpu_seconds"] == {"gumbel-vae": [9.0], "vae-lstm-mdn": [64.0], "gan": [6.0]}   # 60 s of stage 1 + 4
+    assert quality["ratio_threshold"] == 0.85                                # the claim's two models only
+    assert quality["ratio_cpu_seconds"] == {"gumbel-vae": 14.0, "vae-lstm-mdn": 68.0}   # 60 s of stage 1 + 8
     assert quality["ratio_gumbel_vae_to_vae_lstm_mdn"] == pytest.approx(14.0 / 68.0)
 
 

@@ -324,14 +324,22 @@ def time_to_quality(cfg: CompareConfig, runs: Path) -> dict:
                                      for r in read_log(run) if r.get("val_iou") is not None and "cpu_seconds" in r]
     if not curves or not all(curves.values()):
         return {}
-    threshold = min(max(q for _, q in points) for points in curves.values())
-    seconds = {key: next(t for t, q in points if q >= threshold) for key, points in curves.items()}
+    threshold, seconds = _first_reach(curves)
     out = {"quality": "val_iou", "threshold": threshold, "cpu_seconds": {
         m: [seconds[(m, s)] for s in range(cfg.seeds)] for m in cfg.models}}
-    if {"gumbel-vae", "vae-lstm-mdn"} <= set(cfg.models):
-        out["ratio_gumbel_vae_to_vae_lstm_mdn"] = (float(np.mean(out["cpu_seconds"]["gumbel-vae"]))
-                                                   / float(np.mean(out["cpu_seconds"]["vae-lstm-mdn"])))
+    pair = ("gumbel-vae", "vae-lstm-mdn")
+    if set(pair) <= set(cfg.models):   # the claim at the quality both of its models reach (others may reach less)
+        pair_threshold, pair_seconds = _first_reach({k: v for k, v in curves.items() if k[0] in pair})
+        mean = lambda m: float(np.mean([t for (model, _), t in pair_seconds.items() if model == m]))
+        out.update({"ratio_threshold": pair_threshold, "ratio_cpu_seconds": {m: mean(m) for m in pair},
+                    "ratio_gumbel_vae_to_vae_lstm_mdn": mean(pair[0]) / mean(pair[1])})
     return out
+
+
+def _first_reach(curves: dict) -> tuple[float, dict]:
+    """The lowest of the curves' best IoUs, and the CPU seconds at which each curve first reaches it."""
+    threshold = min(max(q for _, q in points) for points in curves.values())
+    return threshold, {key: next(t for t, q in points if q >= threshold) for key, points in curves.items()}
 
 
 def _quality_notes(quality: dict) -> list[str]:
@@ -341,7 +349,8 @@ def _quality_notes(quality: dict) -> list[str]:
     note = (f"Time to quality: CPU minutes each model needed to first reach a validation next-frame IoU of "
             f"{quality['threshold']:.3f} (the lowest of the runs' best; both stages counted): {times}.")
     if "ratio_gumbel_vae_to_vae_lstm_mdn" in quality:
-        note += f" gumbel-vae ÷ vae-lstm-mdn = {quality['ratio_gumbel_vae_to_vae_lstm_mdn']:.2f}."
+        note += (f" The report's cost claim, at the IoU both of its models reach ({quality['ratio_threshold']:.3f}): "
+                 f"gumbel-vae ÷ vae-lstm-mdn = {quality['ratio_gumbel_vae_to_vae_lstm_mdn']:.2f}.")
     return [note]
 
 

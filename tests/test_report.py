@@ -222,6 +222,11 @@ def test_time_to_quality_is_the_first_cpu_time_at_the_lowest_best_iou(tmp_path):
     assert quality["ratio_threshold"] == 0.85                                # the claim's two models only
     assert quality["ratio_cpu_seconds"] == {"gumbel-vae": 14.0, "vae-lstm-mdn": 68.0}   # 60 s of stage 1 + 8
     assert quality["ratio_gumbel_vae_to_vae_lstm_mdn"] == pytest.approx(14.0 / 68.0)
+    log("code-prior-s0", [{"step": 10, "cpu_seconds": 5.0}])                 # no validation IoU (short val blocks)
+    cfg = CompareConfig(data=str(tmp_path), models=("gumbel-vae", "vae-lstm-mdn", "code-prior"), out=str(tmp_path / "r"), seeds=1)
+    quality = time_to_quality(cfg, tmp_path)
+    assert quality["unmeasured"] == ["code-prior"] and "code-prior" not in quality["cpu_seconds"]
+    assert quality["ratio_gumbel_vae_to_vae_lstm_mdn"] == pytest.approx(14.0 / 68.0)
 
 
 def test_a_converged_compare_stops_each_run_on_its_plateau(tmp_path):

@@ -322,13 +322,15 @@ def time_to_quality(cfg: CompareConfig, runs: Path) -> dict:
             base = [r["cpu_seconds"] for r in read_log(run.with_name(run.name + ".base")) if "cpu_seconds" in r]
             curves[(model, seed)] = [(r["cpu_seconds"] + (base[-1] if base else 0.0), r["val_iou"])
                                      for r in read_log(run) if r.get("val_iou") is not None and "cpu_seconds" in r]
-    if not curves or not all(curves.values()):
+    unmeasured = sorted({m for (m, _), points in curves.items() if not points})   # e.g. no IoU on short val blocks
+    curves = {key: points for key, points in curves.items() if key[0] not in unmeasured}
+    if not curves:
         return {}
     threshold, seconds = _first_reach(curves)
-    out = {"quality": "val_iou", "threshold": threshold, "cpu_seconds": {
-        m: [seconds[(m, s)] for s in range(cfg.seeds)] for m in cfg.models}}
+    out = {"quality": "val_iou", "threshold": threshold, "unmeasured": unmeasured, "cpu_seconds": {
+        m: [seconds[(m, s)] for s in range(cfg.seeds)] for m in cfg.models if m not in unmeasured}}
     pair = ("gumbel-vae", "vae-lstm-mdn")
-    if set(pair) <= set(cfg.models):   # the claim at the quality both of its models reach (others may reach less)
+    if set(pair) <= {m for m, _ in curves}:   # the claim at the quality both of its models reach (others may reach less)
         pair_threshold, pair_seconds = _first_reach({k: v for k, v in curves.items() if k[0] in pair})
         mean = lambda m: float(np.mean([t for (model, _), t in pair_seconds.items() if model == m]))
         out.update({"ratio_threshold": pair_threshold, "ratio_cpu_seconds": {m: mean(m) for m in pair},
@@ -348,6 +350,8 @@ def _quality_notes(quality: dict) -> list[str]:
     times = ", ".join(f"{m} {np.mean(t) / 60:.1f}" for m, t in quality["cpu_seconds"].items())
     note = (f"Time to quality: CPU minutes each model needed to first reach a validation next-frame IoU of "
             f"{quality['threshold']:.3f} (the lowest of the runs' best; both stages counted): {times}.")
+    if quality.get("unmeasured"):
+        note += f" No validation IoU was logged for {', '.join(quality['unmeasured'])}."
     if "ratio_gumbel_vae_to_vae_lstm_mdn" in quality:
         note += (f" The report's cost claim, at the IoU both of its models reach ({quality['ratio_threshold']:.3f}): "
                  f"gumbel-vae ÷ vae-lstm-mdn = {quality['ratio_gumbel_vae_to_vae_lstm_mdn']:.2f}.")

@@ -196,12 +196,12 @@ def rollout_metrics(frames: np.ndarray, net, ref: dict, real: dict, joints, data
     for h in cfg.horizons:
         h = min(h, T - 1)
         w = slice(max(1, h - L + 1), h + 1)
-        row = {"frame_fid": mt.frechet_distance(emb["features"][:, w].reshape(-1, emb["features"].shape[-1]), real_feats),
+        feats = emb["features"][:, w].reshape(-1, emb["features"].shape[-1])
+        row = {"frame_fid": mt.frechet_distance(feats, real_feats),
                "implausible": float(bad[:, w].mean()), "flicker": mt.flicker(frames[:, w]),
                **collapse_shares(frames[:, max(1, h - cfg.health_window + 1):h + 1])}
         if train_feats is not None:
-            row["frame_fid_train"] = mt.frechet_distance(
-                emb["features"][:, w].reshape(-1, emb["features"].shape[-1]), train_feats)
+            row["frame_fid_train"] = mt.frechet_distance(feats, train_feats)
         if motion and h >= L:
             g = motion_block(poses[:, h - L + 1:h + 1], frames[:, h - L + 1:h + 1], joints, dataset.fps, cfg, height)
             row.update({k: v for k, v in compare_motion(g, real_m, train_m, floor=False).items() if k.startswith("fid")})

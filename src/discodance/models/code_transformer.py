@@ -175,9 +175,8 @@ class CodeTransformer(nn.Module):
         cache = self.new_cache(B)
         logits = self(prompt[:, -self.context:], cache)[:, -1]                  # (B, N, K)
         for t in range(P, P + steps):
-            if stay:
-                logits = log_softmax_classes(logits).scatter_add(
-                    -1, codes[:, t - 1, :, None], logits.new_full((B, N, 1), stay))
+            if stay:  # raw logits suffice: a variable's softmax ignores a shift of all its classes
+                logits = logits.scatter_add(-1, codes[:, t - 1, :, None], logits.new_full((B, N, 1), stay))
             codes[:, t] = sample_codes(logits, generator, temperature, top_k, top_p)
             if cache.length >= self.context:                                    # full: slide and re-encode
                 cache.length = 0

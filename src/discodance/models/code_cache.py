@@ -37,7 +37,8 @@ class ContextCache:
     def _ids(self, frames: torch.Tensor) -> np.ndarray:
         """Frames (B, F, H, W) in [0, 1] -> integer ids (B, F), one per distinct frame."""
         B, F = frames.shape[:2]
-        raw = (frames.detach().float() * 255).round().to(torch.uint8).cpu().numpy().reshape(B * F, -1)
+        # x * 255 + 0.5 truncated is round() for frames in [0, 1], in one pass fewer over the batch
+        raw = frames.detach().float().mul(255).add_(0.5).to(torch.uint8).cpu().numpy().reshape(B * F, -1)
         ids = self.frame_ids
         return np.array([ids.setdefault(r.tobytes(), len(ids)) for r in raw], dtype=np.int64).reshape(B, F)
 

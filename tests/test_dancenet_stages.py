@@ -91,8 +91,8 @@ def test_first_stage_settings(sets, expected):
     assert REGISTRY["vae-lstm-mdn"].first_stage(sets) == expected
 
 
-@pytest.mark.parametrize("name", ["vrnn", "lstm-ae"])
-def test_vrnn_and_lstm_ae_default_to_two_stages(name):
+@pytest.mark.parametrize("name", ["vrnn", "lstm-ae", "gan"])
+def test_vrnn_lstm_ae_and_gan_default_to_two_stages(name):
     assert REGISTRY[name].first_stage({}) == ("vae-lstm-mdn", {"stage": "vae"})
     assert REGISTRY[name].first_stage({"two_stage": "false"}) is None
     with pytest.raises(DiscodanceError, match="two_stage=false"):
@@ -120,6 +120,8 @@ LATENT_SETS = {
                 {"latent_nll", "latent_nll_next", "rec", "iou"}),
     "vrnn": ({"latent": 4, "state": 16, "features": 16, "z_features": 8, "hidden": 32, "seq_len": 5, "seed_len": 3},
              {"latent_nelbo", "latent_iwae", "rec", "kl", "iou"}),
+    "gan": ({"context": 3, "unroll": 2, "noise": 4, "hidden": 16, "layers": 2, "mode_seeking": 0.03},
+            {"iou", "latent_se"}),
 }
 
 

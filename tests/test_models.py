@@ -20,7 +20,7 @@ TINY = {
     "gumbel-vae": TINY_MODEL,
     "code-prior": {"context": 4, "width": 16, "blocks": 1, "heads": 2, "prompt": 2},   # + base_config, see make()
     "vae-lstm-mdn": {"stage": "joint", "latent": 6, "lstm_layers": 2, "lstm_hidden": 16, "mixtures": 3, "seq_len": 4, "seed_len": 2, **CONV},
-    "gan": {"unroll": 1, "mode_seeking": 0.0, "noise": 4, "code": 16, "d_channels": (8, 16), **CONV},
+    "gan": {"two_stage": False, "unroll": 1, "mode_seeking": 0.0, "noise": 4, "code": 16, "d_channels": (8, 16), **CONV},
     "vrnn": {"two_stage": False, "latent": 4, "state": 16, "features": 16, "z_features": 8, "seq_len": 4, "seed_len": 2, **CONV},
     "lstm-ae": {"two_stage": False, "input_frames": 2, "future_frames": 2, "features": 16, "lstm_hidden": 16, "lstm_layers": 1,
                 "query": 4, **CONV},

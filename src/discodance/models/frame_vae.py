@@ -15,10 +15,11 @@ import torch.nn as nn
 
 from ..checkpoint import load_checkpoint
 from ..errors import require
-from .blocks import ConvDecoder, ConvEncoder
+from .blocks import ConvDecoder, ConvEncoder, feedback_frames
 from .code_cache import ContextCache
 
 VAE_KEYS = ("latent", "channels", "hidden")   # the first stage's settings that shape its networks
+DECODE_CHUNK = 64   # latents decoded per call in a rollout
 
 
 def read_frame_vae(run: str) -> dict:
@@ -87,3 +88,13 @@ class FrozenFrameVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(..., D) latents -> pixel logits (..., H, W)."""
         return self.decoder(z.reshape(-1, z.shape[-1]))[:, 0].view(*z.shape[:-1], *self.frame_size)
+
+    @torch.no_grad()
+    def decode_frames(self, z: torch.Tensor, feedback: str, generator) -> torch.Tensor:
+        """A rollout's latents (B, T, D) -> its frames (B, T, H, W), decoded DECODE_CHUNK at a time
+        and shown as `feedback` says (blocks.feedback_frames)."""
+        B, T = z.shape[:2]
+        flat = z.flatten(0, 1)
+        frames = [feedback_frames(torch.sigmoid(self.decode(flat[i:i + DECODE_CHUNK]).float()), feedback, generator)
+                  for i in range(0, len(flat), DECODE_CHUNK)]
+        return torch.cat(frames).view(B, T, *self.frame_size) if frames else z.new_zeros(B, 0, *self.frame_size)

@@ -47,8 +47,6 @@ from .blocks import (ConvDecoder, ConvEncoder, MDNHead, check_rollout_options, f
                      frame_log_likelihood, mdn_log_prob, mdn_sample, reparameterize)
 from .frame_vae import FrozenFrameVAE, complete_two_stage, latent_first_stage
 
-DECODE_CHUNK = 64   # latents decoded per call in a two-stage rollout
-
 
 @dataclass
 class LSTMAEConfig:
@@ -243,8 +241,5 @@ class LSTMAE(DanceModel):
                 prev = mdn_sample(*self.head(h[:, 0]), generator, temperature).to(seed.dtype)
                 z.append(prev)
                 new.append(prev)
-        flat = torch.stack(new[:steps], 1).flatten(0, 1) if steps else mu.new_zeros(0, self.vae.latent)
-        frames = [feedback_frames(torch.sigmoid(self.vae.decode(flat[i:i + DECODE_CHUNK]).float()), feedback, generator)
-                  for i in range(0, len(flat), DECODE_CHUNK)]
-        out = torch.cat(frames).view(len(seed), steps, *self.frame_size) if frames else seed[:, :0]
-        return torch.cat([seed[:, -1:], out.to(seed.dtype)], 1)
+        z = torch.stack(new[:steps], 1) if steps else mu.new_zeros(len(seed), 0, self.vae.latent)
+        return torch.cat([seed[:, -1:], self.vae.decode_frames(z, feedback, generator).to(seed.dtype)], 1)

@@ -40,8 +40,6 @@ from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_f
                      reparameterize)
 from .frame_vae import FrozenFrameVAE, complete_two_stage, latent_first_stage
 
-DECODE_CHUNK = 64   # latents decoded per call in a two-stage rollout
-
 
 @dataclass
 class VRNNConfig:
@@ -223,8 +221,5 @@ class VRNN(DanceModel):
                 out.append(x)
             h = self.rnn(torch.cat([self.features(x[:, None])[:, 0], fz], -1), h)
         if latents:
-            flat = torch.stack(latents, 1).flatten(0, 1)
-            frames = [feedback_frames(torch.sigmoid(self.vae.decode(flat[i:i + DECODE_CHUNK]).float()), feedback,
-                                      generator) for i in range(0, len(flat), DECODE_CHUNK)]
-            out += list(torch.cat(frames).view(len(seed), steps, *self.frame_size).to(seed.dtype).unbind(1))
+            out += list(self.vae.decode_frames(torch.stack(latents, 1), feedback, generator).to(seed.dtype).unbind(1))
         return torch.stack(out, 1)

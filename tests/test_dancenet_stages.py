@@ -148,6 +148,24 @@ def test_sequence_models_on_a_first_stage_model_its_latents_and_roll_out_stochas
     assert set(out) == keys and all(torch.isfinite(v).all() for v in out.values())
 
 
+def test_the_latent_gan_unrolls_on_latents_and_its_critic_sees_the_window(first_stage):
+    model = build_model("gan", model_config("gan", (32, 32), {**LATENT_SETS["gan"][0], "base_run": str(first_stage)}))
+    model.load_pretrained()
+    D = model.vae.latent
+    assert model.window == 5 and model.critic.net[0].in_features == 5 * D       # context 3 + unroll 2 latents
+    frames = torch.rand(4, 5, 32, 32, generator=torch.Generator().manual_seed(0)).round()
+    mu = model.sequence(frames)
+    torch.testing.assert_close(mu, model.vae.latents(frames)[0])                 # the frozen encoder's means
+    fake, first, noise = model.unrolled(mu[:, :3], 2, torch.Generator().manual_seed(0))
+    assert fake.shape == (4, 2, D) and torch.equal(fake[:, 0], first)           # latents fed back as they are
+    noise = noise.clone().requires_grad_()
+    one = model.generate(mu[:, :3], None, noise=noise)
+    two = model.generate(torch.stack([mu[:, 1], mu[:, 2], one], 1), torch.Generator().manual_seed(1))
+    assert torch.autograd.grad(two.sum(), noise)[0].abs().sum() > 0
+    losses, logs = model(frames, generator=torch.Generator().manual_seed(0))
+    assert set(losses) == {"generator", "discriminator"} and logs["mode_seeking_ratio"] > 0
+
+
 def test_lstm_ae_in_pixels_is_deterministic():
     sets = {k: v for k, v in LATENT_SETS["lstm-ae"][0].items() if k != "mixtures"}
     pixel = build_model("lstm-ae", model_config("lstm-ae", (32, 32), {**sets, "two_stage": False, "channels": (8, 16),

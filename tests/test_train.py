@@ -183,6 +183,17 @@ def test_a_run_with_patience_stops_where_validation_stops_improving(tiny_data, t
     assert load_checkpoint(tmp_path / "full")["step"] == 12
 
 
+def test_a_gan_ignores_the_plateau_rule(tiny_data, tmp_path):
+    """Its next-frame IoU plateaus long before its adversarial term is done (GAN.plateau_stops)."""
+    gan = {"two_stage": False, "unroll": 1, "mode_seeking": 0.0, "noise": 4, "code": 16, "d_channels": (8, 16),
+           "channels": (8, 16), "hidden": 32}
+    cfg = TrainConfig(steps=12, patience=1, min_improvement=10.0, **FAST)
+    train(tiny_data, tmp_path / "gan", "gan", gan, cfg, progress=False)
+    assert load_checkpoint(tmp_path / "gan")["step"] == 12
+    lines = [json.loads(line) for line in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert not any(r.get("converged") for r in lines)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_clip_and_step_is_clip_grad_norm_then_the_step(fused):
     """The fused AdamW rescales inside its kernel (grad_scale); either way the update is the one

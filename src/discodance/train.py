@@ -153,9 +153,15 @@ class Run:
     cpu: float = 0.0                 # CPU seconds of the training process(es) of this rank, over resumes
     plateau: Plateau = field(default_factory=lambda: Plateau())
 
+    @property
+    def patience(self) -> int:
+        """TrainConfig.patience, or 0 (no plateau rule) for a model whose validation IoU says nothing
+        about when its training is done (DanceModel.plateau_stops)."""
+        return self.cfg.patience if getattr(self.model, "plateau_stops", True) else 0
+
     def stopping(self) -> bool:
         return (self.step >= self.cfg.steps or bool(self.cfg.minutes and self.elapsed >= self.cfg.minutes * 60)
-                or self.plateau.reached(self.cfg.patience, self.cfg.min_improvement))
+                or self.plateau.reached(self.patience, self.cfg.min_improvement))
 
 
 @dataclass
@@ -294,7 +300,7 @@ def _run_loop(run: Run, stop_at: int | None, progress: bool, model_name: str) ->
             t_log = _log(run, lr, t_log, bar)
         if run.rank == 0 and (run.step % cfg.eval_every == 0 or run.stopping()):
             _validate(run)
-        if run.world > 1 and cfg.patience and run.step % cfg.eval_every == 0:
+        if run.world > 1 and run.patience and run.step % cfg.eval_every == 0:
             _share_plateau(run)
         if run.rank == 0 and (run.step % cfg.ckpt_every == 0 or run.stopping()):
             _save(run)
@@ -342,7 +348,7 @@ def _validate(run: Run) -> None:
     run.plateau.update(val.get("iou"))
     run.log.write({"step": run.step, "time": round(run.elapsed, 3), "cpu_seconds": round(run.cpu, 3),
                    **{f"val_{k}": v for k, v in val.items() if isinstance(v, float)},
-                   **({"converged": True} if run.plateau.reached(run.cfg.patience, run.cfg.min_improvement) else {})})
+                   **({"converged": True} if run.plateau.reached(run.patience, run.cfg.min_improvement) else {})})
 
 
 def _share_plateau(run: Run) -> None:

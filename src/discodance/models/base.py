@@ -10,6 +10,8 @@
     model.seed_frames                 how many frames rollout() needs as its seed
     cls.complete_config(config), model.load_pretrained()   settings and weights taken from other runs
     cls.first_stage(sets)             -> (model, sets) of the run a two-stage model trains first, or None
+    model.plateau_stops               False: the trainer ignores --train-set patience (the model's
+                                         validation IoU plateaus long before its training is done)
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class DanceModel(nn.Module):
     """Base class: holds the typed config and gives the defaults of the protocol."""
 
     config_class = None  # set by subclasses: the dataclass of their hyperparameters
+    plateau_stops = True  # the trainer's plateau rule (TrainConfig.patience) may end this model's runs
 
     def __init__(self, config):
         super().__init__()

@@ -1,0 +1,84 @@
+"""Do long rollouts drift? For each run, R rollouts of 1,024 frames from held-out seed frames; the
+64-frame windows ending at frame 256 and at frame 1,024 are compared with the training frames and
+the test block (frame Fréchet distance in the evaluation network's features, as in `evaluate
+--full`), with their implausible share and flicker. The same distance of R random 64-frame real
+training windows (8 draws) says how large a difference has to be to be real.
+
+    python benchmarks/long_drift.py DATA RUN [RUN ...] --rollouts 128 [--out results.jsonl]
+
+Each line printed (and appended to --out) is one JSON object. docs/compare/README.md quotes it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from discodance.data.dataset import load_dataset  # noqa: E402
+from discodance.evaluation import stats  # noqa: E402
+from discodance.evaluation.evalnet import load_or_train  # noqa: E402
+from discodance.evaluation.full import FullEvalConfig, implausible_flags, timed_rollouts  # noqa: E402
+from discodance.runs import open_run  # noqa: E402
+
+WINDOW = 64
+HORIZONS = (256, 1024)
+
+
+def real_noise(ds, net, train_features: np.ndarray, rollouts: int, draws: int = 8) -> list[float]:
+    """Mean and sd of the distance of `rollouts` random real training windows to the training frames."""
+    rng = np.random.default_rng(0)
+    starts = ds.window_starts("train", WINDOW)
+    fds = []
+    for _ in range(draws):
+        idx = (rng.choice(starts, rollouts)[:, None] + np.arange(WINDOW)).ravel()
+        fds.append(stats.frechet_distance(net.embed(ds.frames[idx])["features"], train_features))
+    return [round(float(np.mean(fds)), 4), round(float(np.std(fds)), 4)]
+
+
+def drift(run: str, ds, net, ref: dict, cfg: FullEvalConfig, train_f: np.ndarray, test_f: np.ndarray) -> dict:
+    model, _, _ = open_run(run, ds.path, "cpu")
+    frames, _ = timed_rollouts(model, ds, cfg, "cpu")                       # (R, 1 + 1024, H, W) uint8
+    row = {"run": run}
+    for h in HORIZONS:
+        window = frames[:, h - WINDOW + 1:h + 1]
+        emb = net.embed(window.reshape(-1, *frames.shape[2:]))
+        row[str(h)] = {"fd_train": round(float(stats.frechet_distance(emb["features"], train_f)), 4),
+                       "fd_test": round(float(stats.frechet_distance(emb["features"], test_f)), 4),
+                       "implausible": round(float(implausible_flags(emb, ref).mean()), 4),
+                       "flicker": round(float(stats.flicker(window)), 5)}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data")
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--rollouts", type=int, default=128)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ds = load_dataset(args.data)
+    cfg = FullEvalConfig(rollouts=args.rollouts, horizons=HORIZONS).validate()
+    net, ref = load_or_train(ds, cfg.evalnet, device="cpu")
+    train_f = net.embed(ds.frames[ds.indices("train")])["features"]
+    test_f = net.embed(ds.frames[ds.indices("test")])["features"]
+    rows = [{"data": str(ds.path), "rollouts": args.rollouts, "window": WINDOW,
+             "real_train_windows_fd_train": real_noise(ds, net, train_f, args.rollouts),
+             "floor_test_vs_train": round(float(stats.frechet_distance(test_f, train_f)), 4)}]
+    print(json.dumps(rows[0]), flush=True)
+    for run in args.runs:
+        rows.append(drift(run, ds, net, ref, cfg, train_f, test_f))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -89,18 +89,19 @@ def test_key_value_cache_gives_the_logits_of_full_recomputation():
     torch.testing.assert_close(two, full[:, 6:8], rtol=1e-5, atol=1e-5)
 
 
-def test_sliding_window_rollout_matches_recomputing_each_window():
-    """generate() re-encodes the last context // 2 codes whenever the cache is full; a reference
+@pytest.mark.parametrize("slide,keep", [(0, 4), (2, 6), (7, 1)])   # slide 0: context // 2
+def test_sliding_window_rollout_matches_recomputing_each_window(slide, keep):
+    """generate() re-encodes the last context - slide codes whenever the cache is full; a reference
     that recomputes its whole window at every step picks the same (greedy) codes."""
     C = 8
     net = CodeTransformer(N_VAR, K, context=C, width=32, layers=2, heads=4).eval()
     prompt = torch.randint(0, K, (2, 5, N_VAR), generator=torch.Generator().manual_seed(0))
-    fast = net.generate(prompt, 30, temperature=0)
+    fast = net.generate(prompt, 30, temperature=0, slide=slide)
     codes, start = prompt, 0
     with torch.no_grad():
         for _ in range(30):
             if codes.shape[1] - start > C:                      # the window would overflow: slide
-                start = codes.shape[1] - C // 2
+                start = codes.shape[1] - keep
             logits = net(codes[:, start:])[:, -1]
             codes = torch.cat([codes, logits.argmax(-1)[:, None]], 1)
     assert torch.equal(fast, codes[:, 5:])

@@ -381,7 +381,8 @@ def test_gumbel_vae_rejects_impossible_settings(bad):
     ("lstm-ae", {"future_frames": 0}), ("lstm-ae", {"rec_weight": -0.5}),
     ("code-prior", {"order": 0}), ("code-prior", {"seq_len": 2, "order": 2}), ("code-prior", {"codes": "mode"}),
     ("code-prior", {"arch": "rnn"}), ("code-prior", {"corrupt": 1.0}), ("code-prior", {"width": 30, "heads": 4}),
-    ("code-prior", {"top_p": 0.0}), ("code-prior", {"context": 1}),
+    ("code-prior", {"top_p": 0.0}), ("code-prior", {"context": 1}), ("code-prior", {"slide": 4}),
+    ("code-prior", {"slide": -1}), ("gan", {"layers": 0}),
 ])
 def test_new_models_reject_impossible_settings(name, bad):
     with pytest.raises(DiscodanceError):

@@ -90,6 +90,7 @@ class CodePriorConfig:
     decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast, ~2x faster here) | float32
     # arch=transformer
     context: int = 64                  # codes the transformer attends to (its training windows are context + 1)
+    slide: int = 0                     # rollout: codes the full context window moves at a time (0: context // 2)
     width: int = 128
     blocks: int = 4
     heads: int = 4
@@ -115,6 +116,7 @@ class CodePriorConfig:
         require(math.isfinite(self.stay) and self.stay >= 0, f"stay must be a finite number >= 0, got {self.stay}")
         require(self.top_k >= 0 and 0 < self.top_p <= 1, f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
         require(self.context >= 2 and self.blocks >= 1 and self.prompt >= 1, "context >= 2, blocks >= 1, prompt >= 1")
+        require(self.slide < self.context, f"slide ({self.slide}) must be below context ({self.context}); 0 = context // 2")
         require(self.heads >= 1 and self.width % self.heads == 0, f"width ({self.width}) must be a multiple of heads ({self.heads})")
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         require(self.base_config is not None, "code-prior needs a trained gumbel-vae: --set base_run=RUN_FOLDER")
@@ -266,7 +268,8 @@ class CodePrior(DanceModel):
                     top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
         """Class indices (B, steps, N) sampled after prompt codes (B, P, N)."""
         if self.config.arch == "transformer":
-            return self.gpt.generate(prompt, steps, generator, temperature, top_k, top_p, self.config.stay)
+            return self.gpt.generate(prompt, steps, generator, temperature, top_k, top_p, self.config.stay,
+                                     self.config.slide)
         k, K = self.config.order, self.vae.config.classes
         codes = list(F.one_hot(prompt[:, -k:], K).float().unbind(1))
         for _ in range(steps):

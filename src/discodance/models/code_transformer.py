@@ -167,18 +167,21 @@ class CodeTransformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, steps: int, generator: torch.Generator | None = None,
-                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stay: float = 0.0) -> torch.Tensor:
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stay: float = 0.0,
+                 slide: int = 0) -> torch.Tensor:
         """prompt codes (B, P, N) -> the next `steps` sampled codes (B, steps, N).
 
         `stay` adds that many nats to each variable's log-probability of keeping its previous class.
 
         Each step feeds one new code through the key/value cache. When the cache holds `context`
-        steps, the window slides: the last context // 2 codes are re-encoded from scratch (their
-        position embeddings restart at 0, as every training window's do) and decoding goes on from
-        there, so a step costs one position's work except one re-encode per context // 2 steps.
+        steps, the window slides by `slide` codes (0: context // 2): the last context - slide codes
+        are re-encoded from scratch (their position embeddings restart at 0, as every training
+        window's do) and decoding goes on from there, so a step costs one position's work plus a
+        re-encode of context - slide positions every `slide` steps. A smaller slide keeps more
+        history at every slide and costs more re-encoding.
         """
         B, P, N = prompt.shape
-        keep = max(1, self.context // 2)
+        keep = self.context - slide if 0 < slide < self.context else max(1, self.context // 2)
         codes = prompt.new_empty(B, P + steps, N)                               # prompt, then the samples
         codes[:, :P] = prompt
         cache = self.new_cache(B)

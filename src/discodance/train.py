@@ -157,7 +157,7 @@ class Run:
     def patience(self) -> int:
         """TrainConfig.patience, or 0 (no plateau rule) for a model whose validation IoU says nothing
         about when its training is done (DanceModel.plateau_stops)."""
-        return self.cfg.patience if getattr(self.model, "plateau_stops", True) else 0
+        return self.cfg.patience if self.model.plateau_stops else 0
 
     def stopping(self) -> bool:
         return (self.step >= self.cfg.steps or bool(self.cfg.minutes and self.elapsed >= self.cfg.minutes * 60)

@@ -181,7 +181,8 @@ class CodeTransformer(nn.Module):
         history at every slide and costs more re-encoding.
         """
         B, P, N = prompt.shape
-        keep = self.context - slide if 0 < slide < self.context else max(1, self.context // 2)
+        assert 0 <= slide < self.context, f"slide {slide} must be in [0, {self.context})"
+        keep = self.context - slide if slide else max(1, self.context // 2)
         codes = prompt.new_empty(B, P + steps, N)                               # prompt, then the samples
         codes[:, :P] = prompt
         cache = self.new_cache(B)

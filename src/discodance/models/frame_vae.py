@@ -46,6 +46,20 @@ def complete_two_stage(config):
     return config
 
 
+def check_two_stage(config) -> None:
+    """A second-stage config (vrnn, lstm-ae, gan): two_stage needs a base, and the base must be a
+    vae-lstm-mdn config trained on frames of this size."""
+    require(not config.two_stage or config.base_config is not None,
+            "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run; "
+            "discodance train and compare train one first), or --set two_stage=false")
+    if config.base_config is not None:
+        require(isinstance(config.base_config, dict) and "latent" in config.base_config,
+                f"base_config must be a vae-lstm-mdn config, got {config.base_config!r}")
+        require(list(config.base_config.get("frame_size", ())) == list(config.frame_size),
+                f"the base run was trained on {config.base_config.get('frame_size')} frames, this data has "
+                f"{list(config.frame_size)}")
+
+
 def latent_first_stage(sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
     """two_stage=true (the default) without base_run: a vae-lstm-mdn stage=vae run of the same conv size."""
     if str(sets.get("two_stage", "true")).lower() not in ("true", "1") or sets.get("base_run"):

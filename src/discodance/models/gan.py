@@ -70,7 +70,7 @@ from ..errors import require
 from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, _conv_grid, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_noise, mlp, pad_to_grid)
-from .frame_vae import FrozenFrameVAE, complete_two_stage, latent_first_stage
+from .frame_vae import FrozenFrameVAE, check_two_stage, complete_two_stage, latent_first_stage
 
 
 @dataclass
@@ -98,15 +98,7 @@ class GANConfig:
                 "context, noise, code, hidden and layers must be >= 1")
         require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
         require(self.mode_seeking >= 0, f"mode_seeking must be >= 0, got {self.mode_seeking}")
-        require(not self.two_stage or self.base_config is not None,
-                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run; "
-                "discodance train and compare train one first), or --set two_stage=false")
-        if self.base_config is not None:
-            require(isinstance(self.base_config, dict) and "latent" in self.base_config,
-                    f"base_config must be a vae-lstm-mdn config, got {self.base_config!r}")
-            require(list(self.base_config.get("frame_size", ())) == list(self.frame_size),
-                    f"the base run was trained on {self.base_config.get('frame_size')} frames, this data has "
-                    f"{list(self.frame_size)}")
+        check_two_stage(self)
         return self
 
 
@@ -187,7 +179,7 @@ class GAN(DanceModel):
         return self.config.context
 
     def optimizer_groups(self):
-        gen = [p for n, p in self.named_parameters() if not n.startswith(("critic.", "vae.")) and p.requires_grad]
+        gen = [p for n, p in self.named_parameters() if not n.startswith("critic.") and p.requires_grad]   # the frozen VAE has no grad
         return {"generator": gen, "discriminator": [p for p in self.critic.parameters() if p.requires_grad]}
 
     # --------------------------------------------------------------------------- pieces
@@ -290,7 +282,7 @@ class GAN(DanceModel):
             z = list(self.vae.latents(seed)[0].unbind(1))
             for _ in range(steps):
                 z.append(self.generate(torch.stack(z[-self.config.context:], 1), generator, temperature))
-            new = torch.stack(z[len(seed[0]):], 1) if steps else seed.new_zeros(len(seed), 0, self.vae.latent)
+            new = torch.stack(z[seed.shape[1]:], 1) if steps else seed.new_zeros(len(seed), 0, self.vae.latent)
             return torch.cat([seed[:, -1:], self.vae.decode_frames(new, feedback, generator).to(seed.dtype)], 1)
         frames = list(seed.unbind(1))
         out = [frames[-1]]

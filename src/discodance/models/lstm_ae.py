@@ -45,7 +45,7 @@ from ..errors import require
 from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, MDNHead, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, mdn_log_prob, mdn_sample, reparameterize)
-from .frame_vae import FrozenFrameVAE, complete_two_stage, latent_first_stage
+from .frame_vae import FrozenFrameVAE, check_two_stage, complete_two_stage, latent_first_stage
 
 
 @dataclass
@@ -72,15 +72,7 @@ class LSTMAEConfig:
         require(min(self.features, self.lstm_hidden, self.lstm_layers, self.query, self.hidden) >= 1,
                 "features, lstm_hidden, lstm_layers, query and hidden must be >= 1")
         require(self.rec_weight >= 0, f"rec_weight must be >= 0, got {self.rec_weight}")
-        require(not self.two_stage or self.base_config is not None,
-                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run; "
-                "discodance train and compare train one first), or --set two_stage=false")
-        if self.base_config is not None:
-            require(isinstance(self.base_config, dict) and "latent" in self.base_config,
-                    f"base_config must be a vae-lstm-mdn config, got {self.base_config!r}")
-            require(list(self.base_config.get("frame_size", ())) == list(self.frame_size),
-                    f"the base run was trained on {self.base_config.get('frame_size')} frames, this data has "
-                    f"{list(self.frame_size)}")
+        check_two_stage(self)
         return self
 
 

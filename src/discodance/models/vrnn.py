@@ -38,7 +38,7 @@ from .base import DanceModel, check_conv_settings
 from .blocks import (ConvDecoder, ConvEncoder, check_rollout_options, feedback_frames, frame_iou,
                      frame_log_likelihood, gaussian_log_prob, importance_chunks, iwae_bound, kl_gaussian, mlp,
                      reparameterize)
-from .frame_vae import FrozenFrameVAE, complete_two_stage, latent_first_stage
+from .frame_vae import FrozenFrameVAE, check_two_stage, complete_two_stage, latent_first_stage
 
 
 @dataclass
@@ -64,13 +64,7 @@ class VRNNConfig:
                 "latent, state, features, z_features and hidden must be >= 1")
         require(self.seq_len >= 1 and self.seed_len >= 1, "seq_len and seed_len must be >= 1")
         require(self.kl_weight >= 0, f"kl_weight must be >= 0, got {self.kl_weight}")
-        require(not self.two_stage or isinstance(self.base_config, dict),
-                "two_stage needs a trained first stage: --set base_run=RUN_FOLDER (a vae-lstm-mdn stage=vae run; "
-                "discodance train and compare train one first), or --set two_stage=false")
-        if self.base_config is not None:
-            require(list(self.base_config.get("frame_size", ())) == list(self.frame_size),
-                    f"the base run was trained on {self.base_config.get('frame_size')} frames, this data has "
-                    f"{list(self.frame_size)}")
+        check_two_stage(self)
         return self
 
 

@@ -4,7 +4,7 @@ the test block (frame Fréchet distance in the evaluation network's features, as
 --full`), with their implausible share and flicker. The same distance of R random 64-frame real
 training windows (8 draws) says how large a difference has to be to be real.
 
-    python benchmarks/long_drift.py DATA RUN [RUN ...] --rollouts 128 [--out results.jsonl]
+    python benchmarks/long_drift.py DATA RUN [RUN ...] --rollouts 128 [--set top_p=0.9] [--out results.jsonl]
 
 Each line printed (and appended to --out) is one JSON object. docs/compare/README.md quotes it.
 """
@@ -41,10 +41,24 @@ def real_noise(ds, net, train_features: np.ndarray, rollouts: int, draws: int = 
     return [round(float(np.mean(fds)), 4), round(float(np.std(fds)), 4)]
 
 
-def drift(run: str, ds, net, ref: dict, cfg: FullEvalConfig, train_f: np.ndarray, test_f: np.ndarray) -> dict:
+def override(model, sets: list[str]) -> dict:
+    """Rollout settings of the model's config (key=value, e.g. top_p=0.9), parsed by the field's type."""
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(model.config, key):
+            raise SystemExit(f"--set {item!r}: expected key=value with a key of the run's model config")
+        out[key] = type(getattr(model.config, key))(value)
+        setattr(model.config, key, out[key])
+    return out
+
+
+def drift(run: str, ds, net, ref: dict, cfg: FullEvalConfig, train_f: np.ndarray, test_f: np.ndarray,
+          sets: list[str]) -> dict:
     model, _, _ = open_run(run, ds.path, "cpu")
+    changed = override(model, sets)
     frames, _ = timed_rollouts(model, ds, cfg, "cpu")                       # (R, 1 + 1024, H, W) uint8
-    row = {"run": run}
+    row = {"run": run, **({"set": changed} if changed else {})}
     for h in HORIZONS:
         window = frames[:, h - WINDOW + 1:h + 1]
         emb = net.embed(window.reshape(-1, *frames.shape[2:]))
@@ -61,6 +75,8 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--rollouts", type=int, default=128)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a rollout setting of every run's model config (e.g. top_p=0.9)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ds = load_dataset(args.data)
@@ -73,7 +89,7 @@ def main() -> None:
              "floor_test_vs_train": round(float(stats.frechet_distance(test_f, train_f)), 4)}]
     print(json.dumps(rows[0]), flush=True)
     for run in args.runs:
-        rows.append(drift(run, ds, net, ref, cfg, train_f, test_f))
+        rows.append(drift(run, ds, net, ref, cfg, train_f, test_f, args.set))
         print(json.dumps(rows[-1]), flush=True)
     if args.out:
         with open(args.out, "a") as f:

@@ -228,3 +228,13 @@ def test_stay_shifts_each_variable_towards_keeping_its_class():
     assert torch.equal(sample(50.0), prompt[:, -1:].expand(-1, 40, -1))
     changes = lambda z: (z[:, 1:] != z[:, :-1]).float().mean().item()
     assert changes(sample(1.5)) < 0.8 * changes(sample(0.0))
+
+
+@pytest.mark.parametrize("codes", ["smooth", "argmax"])
+def test_evaluates_xent_is_the_training_loss_without_corruption(codes):
+    model = prior("transformer", corrupt=0.0, codes=codes, context=6).eval()
+    frames = (torch.rand(3, model.window, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    _, stats = model(frames)
+    xent = model.code_xent(model.code_logits(frames)[:, :model.train_codes].float())
+    assert xent.shape == (3,) and xent.mean().item() == pytest.approx(stats["xent_nats"], rel=1e-4)
+    assert "xent" in model.evaluate(frames)

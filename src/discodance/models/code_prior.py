@@ -29,9 +29,10 @@ with a perfect prior (samples of q: six times); smoothed codes decode with near-
 the same reconstruction IoU (docs/code-prior.md has the measurements). `corrupt` replaces
 that share of the input codes by random classes (T2M-GPT's corrupted sequences), so the prior
 learns to continue from histories with mistakes in them, as its own samples will have.
-evaluate() reports that bound per frame ('nelbo'), its importance-weighted version over whole
-windows (Burda et al. 2016, eq. 8: 'iwae'), the gumbel-vae's own per-frame bound on the same windows
-('nelbo_base'), and the IoU of a frame decoded from a code the prior predicted from real history.
+evaluate() reports the training loss ('xent', nats per frame), that bound per frame ('nelbo'), its
+importance-weighted version over whole windows (Burda et al. 2016, eq. 8: 'iwae'), the gumbel-vae's
+own per-frame bound on the same windows ('nelbo_base'), and the IoU of a frame decoded from a code
+the prior predicted from real history.
 
 Training speed: the frozen encoder's output for each encoder context of real frames is cached by
 frame content (code_cache.py), so after the first pass over the data a step costs only the prior.
@@ -316,9 +317,19 @@ class CodePrior(DanceModel):
                     "iou": frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n)}
 
         d = importance_chunks(samples, chunk, draw)
-        return {"nelbo": d["nelbo"].mean(1) / T, "iwae": iwae_bound(d["log_w"]) / T, "kl": d["kl"].mean(1) / T,
+        return {"xent": self.code_xent(logits, generator), "nelbo": d["nelbo"].mean(1) / T, "iwae": iwae_bound(d["log_w"]) / T, "kl": d["kl"].mean(1) / T,
                 "rec": (d["nelbo"] - d["kl"]).mean(1) / T, "nelbo_base": d["nelbo_base"].mean(1) / T,
                 "iou": d["iou"].mean(1)}
+
+    def code_xent(self, logits: torch.Tensor, generator=None) -> torch.Tensor:
+        """The training loss on these windows, without corruption: the prior's cross-entropy (B,) in
+        nats per frame of the codes it is trained on (read_codes of q's logits (B, T, N, K)). On
+        held-out windows, set against the training log's xent_nats, it shows how much the prior
+        has memorised rather than learned (docs/code-prior.md)."""
+        codes, s = self.read_codes(logits, generator), self.first
+        log_q = log_softmax_classes(logits[:, s:])
+        targets = log_q.exp() if self.config.codes == "sample" else F.one_hot(codes[:, s:], log_q.shape[-1]).float()
+        return self.prior_loss(codes, targets).mean(1)
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()

@@ -2,7 +2,9 @@
 64-frame windows ending at frame 256 and at frame 1,024 are compared with the training frames and
 the test block (frame Fréchet distance in the evaluation network's features, as in `evaluate
 --full`), with their implausible share and flicker. The same distance of R random 64-frame real
-training windows (8 draws) says how large a difference has to be to be real.
+training windows (8 draws) says how close to the training frames real motion is; `drift_fd_train`
+is the change from 256 to 1,024 frames with a 90 % interval from resampling whole rollouts, the
+noise that decides whether a run drifts (the same rollouts are seen at both horizons).
 
     python benchmarks/long_drift.py DATA RUN [RUN ...] --rollouts 128 [--set top_p=0.9] [--out results.jsonl]
 
@@ -58,15 +60,32 @@ def drift(run: str, ds, net, ref: dict, cfg: FullEvalConfig, train_f: np.ndarray
     model, _, _ = open_run(run, ds.path, "cpu")
     changed = override(model, sets)
     frames, _ = timed_rollouts(model, ds, cfg, "cpu")                       # (R, 1 + 1024, H, W) uint8
-    row = {"run": run, **({"set": changed} if changed else {})}
+    row, feats = {"run": run, **({"set": changed} if changed else {})}, {}
     for h in HORIZONS:
         window = frames[:, h - WINDOW + 1:h + 1]
         emb = net.embed(window.reshape(-1, *frames.shape[2:]))
+        feats[h] = emb["features"].reshape(len(frames), WINDOW, -1)         # (R, WINDOW, D)
         row[str(h)] = {"fd_train": round(float(stats.frechet_distance(emb["features"], train_f)), 4),
                        "fd_test": round(float(stats.frechet_distance(emb["features"], test_f)), 4),
                        "implausible": round(float(implausible_flags(emb, ref).mean()), 4),
                        "flicker": round(float(stats.flicker(window)), 5)}
+    row["drift_fd_train"] = paired_bootstrap(feats[HORIZONS[0]], feats[HORIZONS[1]], train_f)
     return row
+
+
+def paired_bootstrap(early: np.ndarray, late: np.ndarray, reference: np.ndarray, draws: int = 200) -> dict:
+    """The change late - early of the distance to the reference, with a 90 % interval from resampling
+    whole rollouts (the same ones at both horizons: frames of one rollout are not independent).
+    drift = the interval lies above 0; settled = it excludes 0."""
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(early), len(early))
+        diffs.append(stats.frechet_distance(late[pick].reshape(-1, late.shape[-1]), reference)
+                     - stats.frechet_distance(early[pick].reshape(-1, early.shape[-1]), reference))
+    lo, hi = np.percentile(diffs, [5, 95])
+    return {"change": round(float(np.mean(diffs)), 4), "interval90": [round(float(lo), 4), round(float(hi), 4)],
+            "drift": bool(lo > 0), "settled": bool(lo > 0 or hi < 0)}
 
 
 def main() -> None:

@@ -163,7 +163,7 @@ def test_the_frame_cache_returns_the_encoders_codes_and_encodes_each_context_onc
 
 
 def test_smooth_codes_drop_brief_flips_and_keep_real_changes():
-    from discodance.models.code_prior import smooth_codes
+    from discodance.models.code_smoothing import smooth_codes
     p = torch.tensor([[0.6, 0.4], [0.45, 0.55], [0.6, 0.4], [0.1, 0.9], [0.1, 0.9], [0.2, 0.8]])
     log_q = p.log()[None, :, None]                                       # (1, T=6, N=1, K=2)
     assert smooth_codes(log_q, 0.0)[0, :, 0].tolist() == [0, 1, 0, 1, 1, 1]   # cost 0: the argmax
@@ -190,7 +190,7 @@ def test_the_configs_sampling_temperature_scales_the_callers():
 
 
 def test_remove_blips_sets_one_step_excursions_back_and_keeps_lasting_changes():
-    from discodance.models.code_prior import remove_blips
+    from discodance.models.code_smoothing import remove_blips
     z = torch.tensor([0, 1, 0, 0, 2, 2, 0, 3, 0, 3, 3])[None, :, None]          # (B=1, T, N=1)
     assert remove_blips(z)[0, :, 0].tolist() == [0, 0, 0, 0, 2, 2, 0, 0, 0, 3, 3]
     codes = torch.randint(0, 3, (4, 50, 5), generator=torch.Generator().manual_seed(0))
@@ -203,7 +203,7 @@ def test_remove_blips_sets_one_step_excursions_back_and_keeps_lasting_changes():
 def test_deblip_changes_only_the_decoded_codes_of_a_rollout(monkeypatch):
     """With deblip the prior samples exactly the same codes (same generator) and decodes them without
     one-step blips; without it the decoded codes are the samples."""
-    from discodance.models.code_prior import remove_blips
+    from discodance.models.code_smoothing import remove_blips
     seen = {}
     for flag in (False, True):
         model = prior("transformer", context=6, deblip=flag).eval()
@@ -238,3 +238,19 @@ def test_evaluates_xent_is_the_training_loss_without_corruption(codes):
     xent = model.code_xent(model.code_logits(frames)[:, :model.train_codes].float())
     assert xent.shape == (3,) and xent.mean().item() == pytest.approx(stats["xent_nats"], rel=1e-4)
     assert "xent" in model.evaluate(frames)
+
+
+def test_self_feed_replaces_whole_later_steps_by_the_priors_own_samples():
+    model = prior("transformer", self_feed=0.5, context=12)
+    head = model.gpt.head
+    with torch.no_grad():                       # a prior certain of class 3 for every variable
+        head.weight.zero_()
+        head.bias.copy_(torch.where(torch.arange(N_VAR * K) % K == 3, 50.0, 0.0))
+    codes = torch.zeros(64, 13, N_VAR, dtype=torch.long)
+    fed = model.feed_own_samples(codes, torch.Generator().manual_seed(0))
+    assert torch.equal(fed[:, 0], codes[:, 0])                          # the first step has no prediction
+    own = (fed[:, 1:] == 3).all(-1)                                     # (B, T-1) steps replaced whole
+    assert torch.equal(own, (fed[:, 1:] != 0).any(-1))
+    assert 0.4 < own.float().mean().item() < 0.6
+    model.config.self_feed = 0.0
+    assert torch.equal(model.feed_own_samples(codes), codes)

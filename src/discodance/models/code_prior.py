@@ -28,7 +28,8 @@ and forth while the pose barely moves, and decoding them flickers at twice the r
 with a perfect prior (samples of q: six times); smoothed codes decode with near-real flicker at
 the same reconstruction IoU (docs/code-prior.md has the measurements). `corrupt` replaces
 that share of the input codes by random classes (T2M-GPT's corrupted sequences), so the prior
-learns to continue from histories with mistakes in them, as its own samples will have.
+learns to continue from histories with mistakes in them, as its own samples will have;
+`self_feed` replaces that share of steps by the prior's own samples (scheduled sampling).
 evaluate() reports the training loss ('xent', nats per frame), that bound per frame ('nelbo'), its
 importance-weighted version over whole windows (Burda et al. 2016, eq. 8: 'iwae'), the gumbel-vae's
 own per-frame bound on the same windows ('nelbo_base'), and the IoU of a frame decoded from a code
@@ -61,8 +62,9 @@ from ..config import from_dict
 from ..errors import require
 from .base import DanceModel
 from .blocks import (check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood, importance_chunks,
-                     iwae_bound, log_softmax_classes, mlp, sample_one_hot)
+                     iwae_bound, log_softmax_classes, mlp, noise, sample_one_hot)
 from .code_cache import ContextCache
+from .code_smoothing import remove_blips, smooth_codes
 from .code_transformer import CodeTransformer, corrupt_codes, sample_codes
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
 
@@ -83,6 +85,7 @@ class CodePriorConfig:
     codes: str = "smooth"              # the codes of real frames: smooth | argmax | sample (see read_codes)
     switch_cost: float = 1.0           # codes=smooth: nats a variable pays for changing class between frames
     corrupt: float = 0.1               # share of input codes replaced by random classes in training
+    self_feed: float = 0.0             # transformer: share of input steps replaced by the prior's own samples in training
     temperature: float = 1.0           # rollout: the prior's sampling temperature; a caller's temperature multiplies it
     top_k: int = 0                     # rollout: sample among the k likeliest classes per variable (0 = all)
     top_p: float = 1.0                 # rollout: ... and among the smallest set of probability >= top_p
@@ -111,6 +114,7 @@ class CodePriorConfig:
         require(self.hidden >= 1 and self.layers >= 1, "hidden and layers must be >= 1")
         require(self.codes in CODES, f"codes must be one of {', '.join(CODES)}, got {self.codes!r}")
         require(0 <= self.corrupt < 1, f"corrupt must be in [0, 1), got {self.corrupt}")
+        require(0 <= self.self_feed < 1, f"self_feed must be in [0, 1), got {self.self_feed}")
         require(self.switch_cost >= 0, f"switch_cost must be >= 0, got {self.switch_cost}")
         require(self.decode_dtype in ("float32", "bfloat16"), f"decode_dtype must be float32 or bfloat16, got {self.decode_dtype!r}")
         require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
@@ -284,12 +288,24 @@ class CodePrior(DanceModel):
         codes = self.read_codes(log_q, generator)                                # (B, T, N) class indices
         s, K = self.first, log_q.shape[-1]
         targets = log_q[:, s:].exp() if self.config.codes == "sample" else F.one_hot(codes[:, s:], K).float()
-        inputs = corrupt_codes(codes, self.config.corrupt, K, generator)
+        inputs = self.feed_own_samples(corrupt_codes(codes, self.config.corrupt, K, generator), generator)
         xent = self.prior_loss(inputs, targets)                                  # (B, T - s)
         entropy = -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1))      # H(q), 0 for argmax
         loss = xent.mean() / (batch.shape[-1] * batch.shape[-2])                 # nats per pixel
         return loss, {"loss": loss.item(), "xent_nats": xent.mean().item(),
                       "kl_nats": (xent - entropy).mean().item(), "cached_contexts": float(len(self.code_cache))}
+
+    @torch.no_grad()
+    def feed_own_samples(self, codes: torch.Tensor, generator=None) -> torch.Tensor:
+        """Scheduled sampling in one extra pass (Mihaylova & Martins 2019, "Scheduled Sampling for
+        Transformers", Sec. 3): the prior predicts every step of codes (B, T, N) from the steps
+        before it, and a `self_feed` share of the steps 1..T-1 is replaced by a sample of that
+        prediction, so training sees the kind of history its own rollouts make."""
+        if self.config.self_feed <= 0 or self.config.arch != "transformer":
+            return codes
+        own = sample_codes(self.gpt(codes[:, :-1]), generator)                   # (B, T-1, N)
+        pick = noise(torch.rand, own.shape[:2], generator).to(codes.device) < self.config.self_feed
+        return torch.cat([codes[:, :1], torch.where(pick[..., None], own, codes[:, 1:])], 1)
 
     # --------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -372,35 +388,3 @@ class CodePrior(DanceModel):
             out.append(feedback_frames(torch.sigmoid(logits.float()), feedback, generator))
         return torch.cat(out).view(B, T, *out[0].shape[-2:]) if out else codes.new_zeros(B, 0, *self.frame_size).float()
 
-
-def remove_blips(codes: torch.Tensor) -> torch.Tensor:
-    """Class indices (B, T, N) with every one-step excursion of a variable (A, B, A) set back to its
-    neighbour (A, A, A), left to right. Sampling each step's codes leaves such blips where the
-    real data's smoothed codes (smooth_codes) have almost none, and the decoder draws each one as
-    pixels that flip and flip straight back: shimmer. The prior still conditions on what it
-    sampled; only the decoded codes change."""
-    z = codes.clone()
-    for t in range(1, z.shape[1] - 1):
-        blip = (z[:, t - 1] == z[:, t + 1]) & (z[:, t] != z[:, t - 1])             # (B, N)
-        z[:, t] = torch.where(blip, z[:, t - 1], z[:, t])
-    return z
-
-
-def smooth_codes(log_q: torch.Tensor, cost: float) -> torch.Tensor:
-    """Per variable, the class sequence maximising sum_t log q(z_t) - cost * [z_t != z_t-1] over
-    log-probabilities (B, T, N, K): (B, T, N) indices, by the Viterbi recursion. cost = 0 is the
-    argmax. The base VAE's posteriors are broad, so frame-by-frame argmax codes flip fine-detail
-    variables back and forth (A, B, A) while the pose barely moves, and the decoder redraws every
-    flip: that, and sampling each step's code independently, is where shimmer comes from."""
-    B, T, N, K = log_q.shape
-    classes = torch.arange(K, device=log_q.device)
-    score, back = log_q[:, 0], []                                                # (B, N, K)
-    for t in range(1, T):
-        best, arg = score.max(-1, keepdim=True)                                  # (B, N, 1)
-        stay = score >= best - cost                                              # keeping the class beats switching
-        back.append(torch.where(stay, classes, arg))                             # (B, N, K) previous class
-        score = torch.maximum(score, best - cost) + log_q[:, t]
-    z = [score.argmax(-1)]                                                       # (B, N) last step
-    for prev in reversed(back):
-        z.append(prev.gather(-1, z[-1][..., None])[..., 0])
-    return torch.stack(z[::-1], 1)

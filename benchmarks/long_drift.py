@@ -4,7 +4,8 @@ the test block (frame Fréchet distance in the evaluation network's features, as
 --full`), with their implausible share and flicker. The same distance of R random 64-frame real
 training windows (8 draws) says how close to the training frames real motion is; `drift_fd_train`
 is the change from 256 to 1,024 frames with a 90 % interval from resampling whole rollouts, the
-noise that decides whether a run drifts (the same rollouts are seen at both horizons).
+noise that decides whether a run drifts (the same rollouts are seen at both horizons); likewise
+`drift_fd_test` and `drift_implausible`.
 
     python benchmarks/long_drift.py DATA RUN [RUN ...] --rollouts 128 [--set top_p=0.9] [--out results.jsonl]
 
@@ -13,6 +14,7 @@ Each line printed (and appended to --out) is one JSON object. docs/compare/READM
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import json
 import sys
 from pathlib import Path
@@ -60,29 +62,36 @@ def drift(run: str, ds, net, ref: dict, cfg: FullEvalConfig, train_f: np.ndarray
     model, _, _ = open_run(run, ds.path, "cpu")
     changed = override(model, sets)
     frames, _ = timed_rollouts(model, ds, cfg, "cpu")                       # (R, 1 + 1024, H, W) uint8
-    row, feats = {"run": run, **({"set": changed} if changed else {})}, {}
+    row, feats, flags = {"run": run, **({"set": changed} if changed else {})}, {}, {}
     for h in HORIZONS:
         window = frames[:, h - WINDOW + 1:h + 1]
         emb = net.embed(window.reshape(-1, *frames.shape[2:]))
         feats[h] = emb["features"].reshape(len(frames), WINDOW, -1)         # (R, WINDOW, D)
+        flags[h] = implausible_flags(emb, ref).reshape(len(frames), WINDOW)  # (R, WINDOW)
         row[str(h)] = {"fd_train": round(float(stats.frechet_distance(emb["features"], train_f)), 4),
                        "fd_test": round(float(stats.frechet_distance(emb["features"], test_f)), 4),
-                       "implausible": round(float(implausible_flags(emb, ref).mean()), 4),
+                       "implausible": round(float(flags[h].mean()), 4),
                        "flicker": round(float(stats.flicker(window)), 5)}
-    row["drift_fd_train"] = paired_bootstrap(feats[HORIZONS[0]], feats[HORIZONS[1]], train_f)
+    early, late = HORIZONS
+    for name, ref_f in (("fd_train", train_f), ("fd_test", test_f)):
+        row[f"drift_{name}"] = paired_bootstrap(feats[early], feats[late], partial(fd_of_windows, ref_f))
+    row["drift_implausible"] = paired_bootstrap(flags[early], flags[late], np.mean)
     return row
 
 
-def paired_bootstrap(early: np.ndarray, late: np.ndarray, reference: np.ndarray, draws: int = 200) -> dict:
-    """The change late - early of the distance to the reference, with a 90 % interval from resampling
-    whole rollouts (the same ones at both horizons: frames of one rollout are not independent).
-    drift = the interval lies above 0; settled = it excludes 0."""
+def fd_of_windows(reference: np.ndarray, windows: np.ndarray) -> float:
+    return stats.frechet_distance(windows.reshape(-1, windows.shape[-1]), reference)
+
+
+def paired_bootstrap(early: np.ndarray, late: np.ndarray, statistic, draws: int = 200) -> dict:
+    """The change statistic(late) - statistic(early) over rollouts (R, ...), with a 90 % interval
+    from resampling whole rollouts, the same ones at both horizons (frames of one rollout are not
+    independent). drift = the interval lies above 0; settled = it excludes 0."""
     rng = np.random.default_rng(0)
     diffs = []
     for _ in range(draws):
         pick = rng.integers(0, len(early), len(early))
-        diffs.append(stats.frechet_distance(late[pick].reshape(-1, late.shape[-1]), reference)
-                     - stats.frechet_distance(early[pick].reshape(-1, early.shape[-1]), reference))
+        diffs.append(statistic(late[pick]) - statistic(early[pick]))
     lo, hi = np.percentile(diffs, [5, 95])
     return {"change": round(float(np.mean(diffs)), 4), "interval90": [round(float(lo), 4), round(float(hi), 4)],
             "drift": bool(lo > 0), "settled": bool(lo > 0 or hi < 0)}

@@ -333,7 +333,8 @@ class CodePrior(DanceModel):
                     "iou": frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n)}
 
         d = importance_chunks(samples, chunk, draw)
-        return {"xent": self.code_xent(logits, generator), "nelbo": d["nelbo"].mean(1) / T, "iwae": iwae_bound(d["log_w"]) / T, "kl": d["kl"].mean(1) / T,
+        return {"xent": self.code_xent(logits, generator), "nelbo": d["nelbo"].mean(1) / T,
+                "iwae": iwae_bound(d["log_w"]) / T, "kl": d["kl"].mean(1) / T,
                 "rec": (d["nelbo"] - d["kl"]).mean(1) / T, "nelbo_base": d["nelbo_base"].mean(1) / T,
                 "iou": d["iou"].mean(1)}
 
@@ -387,4 +388,3 @@ class CodePrior(DanceModel):
                 logits = self.vae.decode(z)
             out.append(feedback_frames(torch.sigmoid(logits.float()), feedback, generator))
         return torch.cat(out).view(B, T, *out[0].shape[-2:]) if out else codes.new_zeros(B, 0, *self.frame_size).float()
-

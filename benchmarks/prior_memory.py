@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -50,8 +49,7 @@ def split_xent(model, ds, split: str, codes_len: int, windows: int = 64) -> dict
     N, K = logits.shape[-2:]
     change = (codes[:, 1:] != codes[:, :-1]).float().mean().item()
     baseline = -N * ((1 - change) * math.log(1 - change) + change * math.log(change / (K - 1)))
-    targets = F.one_hot(codes[:, model.first:], K).float()
-    return {"xent": round(model.prior_loss(codes, targets).mean().item(), 2), "keep_or_move": round(baseline, 2)}
+    return {"xent": round(model.code_xent(logits).mean().item(), 2), "keep_or_move": round(baseline, 2)}
 
 
 def nearest(frames: np.ndarray, train: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -286,9 +286,8 @@ class CodePrior(DanceModel):
     def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
         log_q = self.cached_log_q(batch)[:, :self.train_codes]                   # (B, T, N, K)
         codes = self.read_codes(log_q, generator)                                # (B, T, N) class indices
-        s, K = self.first, log_q.shape[-1]
-        targets = log_q[:, s:].exp() if self.config.codes == "sample" else F.one_hot(codes[:, s:], K).float()
-        inputs = self.feed_own_samples(corrupt_codes(codes, self.config.corrupt, K, generator), generator)
+        targets = self.code_targets(log_q, codes)                                 # (B, T - first, N, K)
+        inputs = self.feed_own_samples(corrupt_codes(codes, self.config.corrupt, log_q.shape[-1], generator), generator)
         xent = self.prior_loss(inputs, targets)                                  # (B, T - s)
         entropy = -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1))      # H(q), 0 for argmax
         loss = xent.mean() / (batch.shape[-1] * batch.shape[-2])                 # nats per pixel
@@ -343,10 +342,14 @@ class CodePrior(DanceModel):
         nats per frame of the codes it is trained on (read_codes of q's logits (B, T, N, K)). On
         held-out windows, set against the training log's xent_nats, it shows how much the prior
         has memorised rather than learned (docs/code-prior.md)."""
-        codes, s = self.read_codes(logits, generator), self.first
-        log_q = log_softmax_classes(logits[:, s:])
-        targets = log_q.exp() if self.config.codes == "sample" else F.one_hot(codes[:, s:], log_q.shape[-1]).float()
-        return self.prior_loss(codes, targets).mean(1)
+        codes = self.read_codes(logits, generator)
+        return self.prior_loss(codes, self.code_targets(log_softmax_classes(logits), codes)).mean(1)
+
+    def code_targets(self, log_q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """What the prior learns at positions first..T-1 of log q (B, T, N, K) read as codes (B, T, N):
+        q's probabilities (codes=sample) or the codes one-hot."""
+        s = self.first
+        return log_q[:, s:].exp() if self.config.codes == "sample" else F.one_hot(codes[:, s:], log_q.shape[-1]).float()
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()

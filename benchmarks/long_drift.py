@@ -34,14 +34,22 @@ WINDOW = 64
 HORIZONS = (256, 1024)
 
 
-def real_noise(ds, net, train_features: np.ndarray, rollouts: int, draws: int = 8) -> list[float]:
-    """Mean and sd of the distance of `rollouts` random real training windows to the training frames."""
-    rng = np.random.default_rng(0)
-    starts = ds.window_starts("train", WINDOW)
+def real_window_fds(ds, net, reference: np.ndarray, windows: int, length: int = WINDOW, draws: int = 8,
+                    seed: int = 0) -> np.ndarray:
+    """Frame FD to `reference` features of `windows` random real training windows of `length`
+    frames (never crossing clips), sampled the way rollouts are measured; one value per draw."""
+    rng = np.random.default_rng(seed)
+    starts = ds.window_starts("train", length)
     fds = []
     for _ in range(draws):
-        idx = (rng.choice(starts, rollouts)[:, None] + np.arange(WINDOW)).ravel()
-        fds.append(stats.frechet_distance(net.embed(ds.frames[idx])["features"], train_features))
+        idx = (rng.choice(starts, windows)[:, None] + np.arange(length)).ravel()
+        fds.append(stats.frechet_distance(net.embed(ds.frames[idx])["features"], reference))
+    return np.array(fds)
+
+
+def real_noise(ds, net, train_features: np.ndarray, rollouts: int, draws: int = 8) -> list[float]:
+    """Mean and sd of the distance of `rollouts` random real training windows to the training frames."""
+    fds = real_window_fds(ds, net, train_features, rollouts, draws=draws)
     return [round(float(np.mean(fds)), 4), round(float(np.std(fds)), 4)]
 
 

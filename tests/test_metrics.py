@@ -57,6 +57,24 @@ def test_diversity_is_the_mean_pairwise_distance():
     assert math.isnan(mt.mean_pairwise_distance(np.zeros((1, 2))))
 
 
+def test_spread_is_reported_for_test_and_training_segments_in_the_training_scale():
+    from discodance.evaluation.full import compare_motion
+    from discodance.evaluation.report import table_html
+    rng = np.random.default_rng(0)
+    train = {"kinetic": rng.normal(0, 2, (300, 6)), "geometric": rng.normal(0, 1, (300, 4))}
+    test = {"kinetic": rng.normal(0, 1, (200, 6)), "geometric": rng.normal(0, 1, (200, 4))}
+    out = compare_motion(train, test, train)
+    # standardised by the training segments: the narrower test block has about half their spread
+    assert out["real_dist_k"] / out["real_train_dist_k"] == pytest.approx(0.5, abs=0.05)
+    assert out["real_dist_g"] / out["real_train_dist_g"] == pytest.approx(1.0, abs=0.05)
+    assert out["dist_k"] == pytest.approx(out["real_train_dist_k"])      # generated = training segments here
+    assert "real_train_dist_k" not in compare_motion(train, test, None)
+    assert "real_train_dist_k" not in compare_motion(train, test, train, floor=False)
+    page = table_html({"m": {"dist_k": (1.0, 0.1, 2)}}, {"real_dist_k": 0.5, "real_train_dist_k": 0.9})
+    assert "real training segments" in page and "0.9" in page
+    assert "real training segments" not in table_html({"m": {"dist_k": (1.0, 0.1, 2)}}, {"real_dist_k": 0.5})
+
+
 def test_normalize_like_uses_the_reference_statistics():
     ref = np.array([[0.0, 10.0], [2.0, 10.0]])
     r, other = mt.normalize_like(ref, np.array([[1.0, 11.0]]))

@@ -162,6 +162,9 @@ def compare_motion(gen: dict, real: dict, train: dict | None, floor: bool = True
             out[f"real_dist_{short}"] = mt.mean_pairwise_distance(r)
             if train is not None:
                 out[f"fid_{short}_floor"] = mt.frechet_distance(t, r)
+                # the training segments' own spread: a prior that ranges over the moves it learnt
+                # reaches this, and a short test block can be much less varied (docs/evaluation.md)
+                out[f"real_train_dist_{short}"] = mt.mean_pairwise_distance(t)
     return out
 
 

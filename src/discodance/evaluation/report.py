@@ -30,6 +30,8 @@ COLUMNS = [
 REAL = {"frame_fid": "frame_fid_floor", "fid_k": "fid_k_floor", "fid_g": "fid_g_floor", "dist_k": "real_dist_k",
         "dist_g": "real_dist_g", "freeze_rate": "real_freeze_rate", "jitter": "real_jitter", "flicker": "real_flicker",
         "implausible@256": "real_implausible", "static@256": "real_static", "loop@256": "real_loop"}
+# a second reference row: the spread of real training segments (a short test block can be less varied)
+REAL_TRAIN = {"dist_k": "real_train_dist_k", "dist_g": "real_train_dist_g"}
 HORIZON_METRICS = ("frame_fid", "frame_fid_train", "implausible", "static", "loop", "fid_k", "fid_g", "flicker")
 
 
@@ -196,6 +198,10 @@ def table_html(summary: dict[str, dict], reference: dict) -> str:
         rows.append(f'<tr class="model"><th>{html.escape(model)}</th>{"".join(cells)}</tr>')
     ref_cells = "".join(f"<td>{_fmt(reference[REAL[k]]) if REAL.get(k) in reference else ''}</td>" for k, _, _ in COLUMNS)
     rows.append(f'<tr class="reference"><th>real data</th>{ref_cells}</tr>')
+    if any(v in reference for v in REAL_TRAIN.values()):
+        train_cells = "".join(f"<td>{_fmt(reference[REAL_TRAIN[k]]) if REAL_TRAIN.get(k) in reference else ''}</td>"
+                              for k, _, _ in COLUMNS)
+        rows.append(f'<tr class="reference"><th>real training segments</th>{train_cells}</tr>')
     return f'<table id="results"><thead><tr><th>model</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -218,7 +224,8 @@ def write_html(path: Path, title: str, summary: dict[str, dict], reference: dict
             "<h2>Results</h2>", table_html(summary, reference),
             '<p class="note">Mean ± sd over seeds; ★ marks the best model per column (↓ lower is better, ↑ higher, '
             "≈real closest to the real data). The last row holds the real data's own values: the train-vs-test floor "
-            "of each Fréchet distance, and real test segments for the rest.</p>",
+            "of each Fréchet distance, and real test segments for the rest; the row below it, the spread (Dist) of real "
+            "training segments, which a short test block can fall well short of.</p>",
             "<h2>Dances from the same seed frames</h2>", '<div class="gallery">', figures(media["gifs"], "gif"), "</div>",
             "<h2>Frames 0 (seed), 1, 2 and 16</h2>", '<div class="gallery">', figures(media["strips"], "strip"), "</div>",
             "<h2>Training and horizons</h2>", '<div class="gallery">', figures(media["plots"], "plot"), "</div>",

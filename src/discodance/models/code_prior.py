@@ -95,7 +95,7 @@ class CodePriorConfig:
     # arch=transformer
     context: int = 64                  # codes the transformer attends to (its training windows are context + 1)
     slide: int = 0                     # rollout: codes the full context window moves at a time (0: context // 2)
-    width: int = 128
+    width: int = 64                    # 64 beat 128 at equal budget on both datasets (docs/code-prior.md)
     blocks: int = 4
     heads: int = 4
     dropout: float = 0.0

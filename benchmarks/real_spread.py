@@ -11,7 +11,6 @@ import argparse
 
 from discodance.data.dataset import load_dataset
 from discodance.evaluation import full
-from discodance.evaluation import motion as ft
 from discodance.evaluation.evalnet import load_or_train
 
 
@@ -23,8 +22,7 @@ def main() -> None:
     for path in args.data:
         ds = load_dataset(path)
         net, ref = load_or_train(ds, cfg.evalnet)
-        names = (ds.meta.get("poses") or {}).get("joint_names")
-        joints = ft.resolve_skeleton([names[i] for i in ref["joints"]]) if names and "joints" in ref else None
+        joints = full.probe_skeleton(ds, ref)
         real = full.real_reference(ds, net, ref, cfg, "cpu")
         if real["test"] is None or real["train"] is None or "joints" not in ref:
             print(f"{path}: no pose probe or no test/train segments")

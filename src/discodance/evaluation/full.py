@@ -70,6 +70,12 @@ def motion_features(poses: np.ndarray, joints, fps: float) -> tuple[np.ndarray, 
     return kin, geo
 
 
+def probe_skeleton(dataset: Dataset, ref: dict):
+    """The skeleton of the joints the evaluation network's pose probe reads (None without poses)."""
+    names = (dataset.meta.get("poses") or {}).get("joint_names")
+    return ft.resolve_skeleton([names[i] for i in ref["joints"]]) if names and "joints" in ref else None
+
+
 def real_reference(dataset: Dataset, net, ref: dict, cfg: FullEvalConfig, device) -> dict:
     """Evalnet outputs of real segments of L frames: test (stride L/4, the comparison set) and
     train (stride L/2, at most 400: the standardisation and the floors), plus all test frames."""
@@ -283,8 +289,7 @@ def evaluate_full(model, ckpt: dict, dataset: Dataset, cfg: FullEvalConfig | Non
     result = {"likelihood": evaluate_model(model, dataset, "test", cfg.samples, cfg.batch_size, cfg.seed,
                                               windows, device)}
     net, ref = load_or_train(dataset, cfg.evalnet, device=device, log=log)
-    names = (dataset.meta.get("poses") or {}).get("joint_names")
-    joints = ft.resolve_skeleton([names[i] for i in ref["joints"]]) if names and "joints" in ref else None
+    joints = probe_skeleton(dataset, ref)
     real = real_reference(dataset, net, ref, cfg, device)
     cuda = torch.device(device).type == "cuda"
     if cuda:

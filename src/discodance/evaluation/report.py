@@ -196,13 +196,16 @@ def table_html(summary: dict[str, dict], reference: dict) -> str:
             text = _fmt_pm(mean, sd) if n > 1 else _fmt(mean)
             cells.append(f'<td class="best">★ {text}</td>' if mark else f"<td>{text}</td>")
         rows.append(f'<tr class="model"><th>{html.escape(model)}</th>{"".join(cells)}</tr>')
-    ref_cells = "".join(f"<td>{_fmt(reference[REAL[k]]) if REAL.get(k) in reference else ''}</td>" for k, _, _ in COLUMNS)
-    rows.append(f'<tr class="reference"><th>real data</th>{ref_cells}</tr>')
+    rows.append(_reference_row("real data", REAL, reference))
     if any(v in reference for v in REAL_TRAIN.values()):
-        train_cells = "".join(f"<td>{_fmt(reference[REAL_TRAIN[k]]) if REAL_TRAIN.get(k) in reference else ''}</td>"
-                              for k, _, _ in COLUMNS)
-        rows.append(f'<tr class="reference"><th>real training segments</th>{train_cells}</tr>')
+        rows.append(_reference_row("real training segments", REAL_TRAIN, reference))
     return f'<table id="results"><thead><tr><th>model</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _reference_row(label: str, keys: dict[str, str], reference: dict) -> str:
+    """A table row of real-data values: column -> keys[column] looked up in reference (blank if absent)."""
+    cells = "".join(f"<td>{_fmt(reference[keys[k]]) if keys.get(k) in reference else ''}</td>" for k, _, _ in COLUMNS)
+    return f'<tr class="reference"><th>{html.escape(label)}</th>{cells}</tr>'
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}

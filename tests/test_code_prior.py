@@ -206,7 +206,7 @@ def test_deblip_changes_only_the_decoded_codes_of_a_rollout(monkeypatch):
     from discodance.models.code_smoothing import remove_blips
     seen = {}
     for flag in (False, True):
-        model = prior("transformer", context=6, deblip=flag).eval()
+        model = prior("transformer", context=6, deblip=flag, blend=0).eval()
         monkeypatch.setattr(model, "decode_codes", lambda codes, *a, flag=flag, **k: seen.setdefault(flag, codes)
                             .new_zeros(*codes.shape[:2], 16, 16).float())
         seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
@@ -216,6 +216,42 @@ def test_deblip_changes_only_the_decoded_codes_of_a_rollout(monkeypatch):
     assert changed.any() and changed.float().mean() < 0.2
     assert torch.equal(kept[:, 1:][changed[:, 1:]], kept[:, :-1][changed[:, 1:]])   # a changed code copies its predecessor
     assert torch.equal(remove_blips(kept)[:, 1:], kept[:, 1:])                     # and no blip is left
+
+
+@pytest.mark.parametrize("width", [0, 1, 3])
+def test_blend_codes_mixes_only_across_a_switch(width):
+    """Blended codes are distributions over the classes; a code whose neighbours within +-width all
+    agree stays one-hot; across a switch A -> B the weight moves monotonically from A to B, and the
+    mixture is symmetric about the switch."""
+    from discodance.models.code_smoothing import blend_codes
+    codes = torch.tensor([[[0]] * 10 + [[2]] * 10])                              # (1, 20, 1): one switch at t=10
+    z = blend_codes(codes, 3, width)                                             # (1, 20, 1, 3)
+    assert z.shape == (1, 20, 1, 3) and torch.allclose(z.sum(-1), torch.ones(1, 20, 1))
+    far = torch.cat([torch.arange(0, 10 - width), torch.arange(10 + width, 20)])
+    assert torch.equal(z[0, far, 0], F.one_hot(codes[0, far, 0], 3).float())
+    a = z[0, :, 0, 0]
+    assert (a[1:] <= a[:-1] + 1e-6).all() and (z[0, :, 0, 1] == 0).all()
+    assert torch.allclose(a[10 - width:10 + width], 1 - a[10 - width:10 + width].flip(0))
+    assert width == 0 or 0 < a[10] < 1
+
+
+def test_blend_changes_only_how_a_rollout_is_decoded(monkeypatch):
+    """The same generator samples the same codes with and without blend; with it the decoder gets
+    soft codes whose argmax is the sampled class wherever the neighbours agree."""
+    seen = {}
+    for width in (0, 2):
+        model = prior("transformer", context=6, blend=width).eval()
+        monkeypatch.setattr(model, "decode_codes", lambda codes, *a, w=width, **k: seen.setdefault(w, codes)
+                            .new_zeros(*codes.shape[:2], 16, 16).float())
+        seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+        model.rollout(seed, 40, torch.Generator().manual_seed(3))
+    hard, soft = seen[0], seen[2]
+    assert not hard.is_floating_point() and soft.shape == (*hard.shape, K)
+    assert torch.allclose(soft.sum(-1), torch.ones(hard.shape))
+    steady = (hard[:, 2:-2] == hard[:, :-4]) & (hard[:, 2:-2] == hard[:, 4:]) & (hard[:, 2:-2] == hard[:, 1:-3]) \
+        & (hard[:, 2:-2] == hard[:, 3:-1])                                      # (B, T-4, N) all +-2 neighbours agree
+    assert steady.any() and torch.equal(soft[:, 2:-2].argmax(-1)[steady], hard[:, 2:-2][steady])
+    assert (soft.max(-1).values < 1).any()                                       # some switch was blended
 
 
 def test_stay_shifts_each_variable_towards_keeping_its_class():

@@ -15,7 +15,7 @@ REGISTRY: dict[str, type[DanceModel]] = {
 
 
 # Whole-number settings that may be 0; every other one counts something and must be >= 1.
-MAY_BE_ZERO = {"horizon", "mdn_start", "top_k", "slide"}  # top_k 0: no top-k cut; slide 0: context // 2
+MAY_BE_ZERO = {"horizon", "mdn_start", "top_k", "slide", "blend"}  # top_k 0: no top-k cut; slide 0: context // 2; blend 0: one-hot
 
 
 def check_numbers(config) -> None:

@@ -64,7 +64,7 @@ from .base import DanceModel
 from .blocks import (check_rollout_options, feedback_frames, frame_iou, frame_log_likelihood, importance_chunks,
                      iwae_bound, log_softmax_classes, mlp, noise, sample_one_hot)
 from .code_cache import ContextCache
-from .code_smoothing import remove_blips, smooth_codes
+from .code_smoothing import blend_codes, remove_blips, smooth_codes
 from .code_transformer import CodeTransformer, corrupt_codes, sample_codes
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
 
@@ -90,6 +90,7 @@ class CodePriorConfig:
     top_k: int = 0                     # rollout: sample among the k likeliest classes per variable (0 = all)
     top_p: float = 1.0                 # rollout: ... and among the smallest set of probability >= top_p
     deblip: bool = True                # rollout: a class a variable takes for one step only (A, B, A) becomes A
+    blend: int = 1                     # rollout: decode each frame from its code mixed with +-blend neighbours' (blend_codes)
     stay: float = 0.5                  # rollout (transformer): nats added to each variable's log-probability of keeping its class
     decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast, ~2x faster here) | float32
     # arch=transformer
@@ -117,6 +118,7 @@ class CodePriorConfig:
         require(0 <= self.self_feed < 1, f"self_feed must be in [0, 1), got {self.self_feed}")
         require(self.switch_cost >= 0, f"switch_cost must be >= 0, got {self.switch_cost}")
         require(self.decode_dtype in ("float32", "bfloat16"), f"decode_dtype must be float32 or bfloat16, got {self.decode_dtype!r}")
+        require(self.blend >= 0, f"blend must be >= 0, got {self.blend}")
         require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         require(math.isfinite(self.stay) and self.stay >= 0, f"stay must be a finite number >= 0, got {self.stay}")
         require(self.top_k >= 0 and 0 < self.top_p <= 1, f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
@@ -361,7 +363,8 @@ class CodePrior(DanceModel):
         The seed is encoded once into m codes; then codes are sampled from the prior at the
         config's temperature times `temperature` (which scales its logits; 0 takes the most likely
         code; top_k / top_p default to the config's)
-        and decoded. Code z_t decodes frame t + horizon, so the first `horizon` frames come from the
+        and decoded, each from its code mixed with its neighbours' (config.blend: a held code still
+        moves). Code z_t decodes frame t + horizon, so the first `horizon` frames come from the
         seed's own codes. `feedback` only chooses how decoded frames are shown: nothing is fed
         back into an encoder.
         """
@@ -373,20 +376,26 @@ class CodePrior(DanceModel):
         new = self.sample_next(prompt, max(0, steps - h), generator,
                                temperature * self.config.temperature, top_k, top_p)
         codes = torch.cat([prompt, new], 1)
-        codes = (remove_blips(codes) if self.config.deblip else codes)[:, m - h:m - h + steps]   # frames 1..steps
+        codes = remove_blips(codes) if self.config.deblip else codes
+        if self.config.blend:                         # blended with the prompt's codes too: no seam at frame 1
+            codes = blend_codes(codes, self.vae.config.classes, self.config.blend)
+        codes = codes[:, m - h:m - h + steps]                                     # frames 1..steps
         return torch.cat([seed[:, -1:], self.decode_codes(codes, feedback, generator).to(seed.dtype)], 1)
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor, feedback: str = "binary", generator=None) -> torch.Tensor:
-        """Class indices (B, T, N) -> frames (B, T, H, W), decoded DECODE_CHUNK frames at a time."""
+        """Class indices (B, T, N) or soft codes (B, T, N, K) -> frames (B, T, H, W), decoded
+        DECODE_CHUNK frames at a time."""
         B, T = codes.shape[:2]
-        flat = codes.reshape(B * T, -1)
+        soft = codes.is_floating_point()
+        flat = codes.reshape(B * T, *codes.shape[2:])
         dtype = next(self.vae.parameters()).dtype
         device = flat.device.type
         fast = self.config.decode_dtype == "bfloat16" and device == "cpu"   # other devices decode in float32
         out = []
         for i in range(0, B * T, DECODE_CHUNK):
-            z = F.one_hot(flat[i:i + DECODE_CHUNK], self.vae.config.classes).to(dtype)
+            chunk = flat[i:i + DECODE_CHUNK]
+            z = (chunk if soft else F.one_hot(chunk, self.vae.config.classes)).to(dtype)
             with torch.autocast(device, torch.bfloat16, enabled=fast):
                 logits = self.vae.decode(z)
             out.append(feedback_frames(torch.sigmoid(logits.float()), feedback, generator))

@@ -5,11 +5,13 @@ The base VAE's posteriors are broad, so frame-by-frame argmax codes flip fine-de
 back and forth (A, B, A) while the pose barely moves, and the decoder redraws every flip as pixels
 that flip and flip straight back. `smooth_codes` reads real frames with a switching cost (so the
 prior trains on codes that keep still while the pose does); `remove_blips` takes one-step
-excursions out of sampled codes before they are decoded. docs/code-prior.md has the measurements.
+excursions out of sampled codes before they are decoded; `blend_codes` decodes each frame from its
+code mixed with its neighbours', so a held code still moves. docs/code-prior.md has the measurements.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def remove_blips(codes: torch.Tensor) -> torch.Tensor:
@@ -43,3 +45,21 @@ def smooth_codes(log_q: torch.Tensor, cost: float) -> torch.Tensor:
     for prev in reversed(back):
         z.append(prev.gather(-1, z[-1][..., None])[..., 0])
     return torch.stack(z[::-1], 1)
+
+
+def blend_codes(codes: torch.Tensor, classes: int, width: int) -> torch.Tensor:
+    """Class indices (B, T, N) -> soft codes (B, T, N, K): each step's one-hot code averaged with its
+    neighbours' within +-width steps, weights width + 1 - |offset| (a triangle), renormalised at
+    the ends. width = 0 gives the one-hot codes. Smoothed codes hold a class while the pose barely
+    moves, and a held code decodes to the very same frame: the dancer freezes. Mixing in the
+    neighbours' classes turns each switch into an in-between over 2 * width + 1 frames (the
+    gumbel-vae's decoder is trained on relaxed, i.e. soft, codes, so mixtures are in its range)."""
+    z = F.one_hot(codes, classes).float()                                         # (B, T, N, K)
+    if width == 0:
+        return z
+    B, T, N, K = z.shape
+    kernel = torch.tensor([width + 1.0 - abs(i) for i in range(-width, width + 1)], device=z.device)
+    x = z.permute(0, 2, 3, 1).reshape(-1, 1, T)                                   # (B*N*K, 1, T)
+    num = F.conv1d(F.pad(x, (width, width)), kernel.view(1, 1, -1))
+    den = F.conv1d(F.pad(torch.ones(1, 1, T, device=z.device), (width, width)), kernel.view(1, 1, -1))
+    return (num / den).view(B, N, K, T).permute(0, 3, 1, 2)

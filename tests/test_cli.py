@@ -8,7 +8,7 @@ import pytest
 
 from discodance.cli import main
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, one_line_error
 
 MODEL_SET = [f"--set={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY_MODEL.items()]
 
@@ -150,3 +150,30 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert "transformer prior" in stdout and "chain" in stdout
     code, stdout, err = cli(capsys, "generate", out / "prior", "--out", tmp_path / "g", "--steps", "4", "--num", "2")
     assert code == 0, err
+
+
+def test_generate_and_evaluate_change_only_sampling_settings(tiny_run, tmp_path, capsys):
+    """`--set` at generate/evaluate time changes a trained code-prior's sampling (blend here: other
+    frames from the same seed, the default's frames again with blend=1), is reported in the JSON,
+    and refuses settings that would change what the model learned, in one line."""
+    prior = tmp_path / "prior"
+    assert main(["train", "--data", str(tiny_run / "data"), "--model", "code-prior", "--out", str(prior),
+                 "--set", f"base_run={tiny_run / 'run'}", "--set", "width=16", "--set", "blocks=1", "--set", "heads=2",
+                 "--set", "context=8", "--steps", "3", "--batch-size", "4", "--no-progress",
+                 "--train-set", "eval_every=3"]) == 0
+    capsys.readouterr()
+    frames = {}
+    for name, sets in (("default", []), ("blend1", ["--set", "blend=1"]), ("blend0", ["--set", "blend=0"])):
+        code, out, err = cli(capsys, "generate", prior, "--out", tmp_path / name, "--steps", "12", "--num", "2",
+                             "--json", *sets)
+        assert code == 0, err
+        assert json.loads(out).get("sampling_settings", {}) == ({"blend": sets[1][6:]} if sets else {})
+        frames[name] = np.load(tmp_path / name / "frames.npy")
+    assert np.array_equal(frames["default"], frames["blend1"]) and not np.array_equal(frames["default"], frames["blend0"])
+    code, out, err = cli(capsys, "evaluate", prior, "--samples", "2", "--json", "--set", "stay=0.25")
+    assert code == 0 and json.loads(out)["sampling_settings"] == {"stay": "0.25"}, err
+    one_line_error(capsys, ["generate", prior, "--out", tmp_path / "x", "--set", "width=32"],
+                   "--set width", "sampling settings", "blend")
+    one_line_error(capsys, ["generate", prior, "--out", tmp_path / "x", "--set", "blend=-1"], "blend must be >= 0")
+    one_line_error(capsys, ["generate", tiny_run / "run", "--out", tmp_path / "x", "--set", "stay=0.5"],
+                   "gumbel-vae can only change its sampling settings (it has none)")

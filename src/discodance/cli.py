@@ -17,6 +17,9 @@ from .errors import DiscodanceError, require
 from .folders import check_target
 from .model_names import MODELS
 
+SAMPLING_SET_HELP = ("a sampling setting of the trained model, for this command only, e.g. blend=0 or stay=0.25 "
+                     "(code-prior: temperature, top_k, top_p, stay, deblip, blend, slide, decode_dtype; repeatable)")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr (and exit code 2), like every other error."""
@@ -114,7 +117,7 @@ def cmd_generate(args) -> None:
     from .runs import resolve_device
     result = generate_from_run(args.run, args.out, args.num, args.steps, args.temperature, args.seed,
                                args.feedback, args.mode, args.data, args.split, args.overwrite,
-                               resolve_device(args.device))
+                               resolve_device(args.device), parse_overrides(args.set))
     _emit(result, args.json, lambda r: [print(f"{k}: {v}") for k, v in r["files"].items()])
 
 
@@ -122,7 +125,8 @@ def cmd_evaluate(args) -> None:
     from .evaluation.likelihood import evaluate_model
     from .runs import open_run, resolve_device
     device = resolve_device(args.device)
-    model, ckpt, dataset = open_run(args.run, args.data, device)
+    sets = parse_overrides(args.set)
+    model, ckpt, dataset = open_run(args.run, args.data, device, sets)
     if args.full:
         from .evaluation.full import FullEvalConfig, evaluate_full
         require(args.split == "test", "--full evaluates on the test split only")
@@ -136,7 +140,8 @@ def cmd_evaluate(args) -> None:
                                 args.max_windows, device)
         require(result["windows"] > 0, f"the {args.split} split of {dataset.path} has no run of "
                                        f"{model.window} consecutive frames to evaluate on")
-    result.update({"run": str(args.run), "data": str(dataset.path), "step": ckpt["step"]})
+    result.update({"run": str(args.run), "data": str(dataset.path), "step": ckpt["step"],
+                   **({"sampling_settings": sets} if sets else {})})
     _emit(result, args.json, _print_mapping)
 
 
@@ -274,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=None, help="dataset for seed frames (default: the one the run trained on)")
     g.add_argument("--split", default="test", choices=("train", "val", "test"))
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help=SAMPLING_SET_HELP)
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=cmd_generate)
@@ -292,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rollouts", type=args_.positive_int, default=32, help="--full: sequences rolled out (default 32)")
     e.add_argument("--horizons", type=args_.horizons, default=(16, 64, 256),
                    help="--full: rollout lengths measured, comma-separated (default 16,64,256)")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help=SAMPLING_SET_HELP)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
 

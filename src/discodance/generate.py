@@ -147,12 +147,13 @@ def _output_bytes(num: int, steps: int, frame_size) -> int:
 
 
 def generate_from_run(run, out, num=8, steps=32, temperature=1.0, seed=0, feedback="binary",
-                      mode="chain", data=None, split="test", overwrite=False, device="cpu") -> dict:
-    """The `discodance generate` command: load a run, roll out, write GIF/MP4/strip and frames.npy."""
+                      mode="chain", data=None, split="test", overwrite=False, device="cpu", sets=None) -> dict:
+    """The `discodance generate` command: load a run, roll out, write GIF/MP4/strip and frames.npy;
+    `sets` change the model's sampling settings for this rollout (runs.with_rollout_settings)."""
     from .runs import open_run
 
     out = Path(out)
-    model, _, dataset = open_run(run, data, device)
+    model, _, dataset = open_run(run, data, device, sets)
     check_target(out, "samples", inputs=[dataset.path], overwrite=overwrite)
     require_memory(_output_bytes(num, steps, dataset.frame_size), f"{num} rollouts of {steps} frames")
     frames, seed_index = generate(model, dataset, num, steps, seed, split, temperature, feedback, mode, device)
@@ -162,4 +163,5 @@ def generate_from_run(run, out, num=8, steps=32, temperature=1.0, seed=0, feedba
     np.save(tmp, to_uint8(frames))
     os.replace(tmp, out / "frames.npy")
     files["frames"] = str(out / "frames.npy")
-    return {"files": files, "seed_frames": [int(i) for i in seed_index], "shape": list(frames.shape)}
+    return {"files": files, "seed_frames": [int(i) for i in seed_index], "shape": list(frames.shape),
+            **({"sampling_settings": sets} if sets else {})}

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from .checkpoint import load_checkpoint
 from .data.dataset import load_dataset
 from .errors import DiscodanceError, require
-from .models import load_model
+from .models import REGISTRY, load_model
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -41,12 +41,28 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def open_run(run: str | Path, data: str | Path | None = None, device: torch.device | str = "cpu"):
+def open_run(run: str | Path, data: str | Path | None = None, device: torch.device | str = "cpu",
+             sets: dict[str, str] | None = None):
     """(model on `device` in eval mode, checkpoint, dataset) of a run folder or checkpoint file;
-    `data` defaults to the dataset the run trained on and must have the run's frame size."""
-    ckpt = load_checkpoint(run)
+    `data` defaults to the dataset the run trained on and must have the run's frame size; `sets`
+    change the model's sampling settings (its rollout_settings) for this use only."""
+    ckpt = with_rollout_settings(load_checkpoint(run), sets or {})
     dataset = load_dataset(data or ckpt["config"].get("data") or "")
     model = load_model(ckpt, device)
     require(dataset.frame_size == model.frame_size,
             f"the model was trained on {list(model.frame_size)} frames but {dataset.path} has {list(dataset.frame_size)}")
     return model, ckpt, dataset
+
+
+def with_rollout_settings(ckpt: dict, sets: dict[str, str]) -> dict:
+    """The checkpoint with its model settings `sets` replaced, allowed only for settings that change
+    how the trained model samples, never its weights' shapes or what it learned."""
+    if not sets:
+        return ckpt
+    name = ckpt["config"]["model"]
+    allowed = REGISTRY[name].rollout_settings if name in REGISTRY else ()
+    for key in sets:
+        require(key in allowed, f"--set {key}: after training, {name} can only change its sampling settings ("
+                + (", ".join(allowed) if allowed else "it has none") + ")")
+    config = {**ckpt["config"], "model_config": {**ckpt["config"]["model_config"], **sets}}
+    return {**ckpt, "config": config}

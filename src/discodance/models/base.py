@@ -32,6 +32,7 @@ class DanceModel(nn.Module):
 
     config_class = None  # set by subclasses: the dataclass of their hyperparameters
     plateau_stops = True  # the trainer's plateau rule (TrainConfig.patience) may end this model's runs
+    rollout_settings: tuple[str, ...] = ()  # config fields that only change sampling: `generate/evaluate --set` may change them
 
     def __init__(self, config):
         super().__init__()

@@ -144,6 +144,7 @@ def _read_base(run: str) -> dict:
 
 class CodePrior(DanceModel):
     config_class = CodePriorConfig
+    rollout_settings = ("temperature", "top_k", "top_p", "stay", "deblip", "blend", "slide", "decode_dtype")
 
     @classmethod
     def complete_config(cls, config: CodePriorConfig) -> CodePriorConfig:

@@ -8,6 +8,10 @@
 2. how much of a horizon's frame Fréchet distance a few rollouts carry: the distance of frames
    H-15..H to the test block with all rollouts and without the --drop rollouts whose mean
    feature lies farthest from the test block's mean.
+3. which takes the rollouts' material comes from: every 4th frame of frames 1-256 and 769-1,024
+   matched to its nearest training frame (evaluation-network features), each take's share of
+   those matches over its share of the training frames (1 = as often as the data), and the wide
+   episodes' count by the take of each rollout's seed frame.
 
     python benchmarks/rare_moves.py DATA RUN [--rollouts 128] [--aspect 0.8] [--drop 8]
 """
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from discodance.checkpoint import load_checkpoint
+from discodance.data.batches import seed_starts
 from discodance.data.dataset import load_dataset
 from discodance.evaluation import stats as mt
 from discodance.evaluation.evalnet import load_or_train
@@ -61,6 +66,28 @@ def wide_report(name: str, blocks: list[np.ndarray], threshold: float) -> None:
           f"{len(eps)} episodes, {1000 * len(eps) / frames:.2f} per 1,000 frames, mean length {mean_len}")
 
 
+def take_report(ds, net, generated: np.ndarray, starts: np.ndarray, threshold: float) -> None:
+    """Section 3 of the docstring: the takes the rollouts (R, T, h, w) draw on, and where the
+    wide episodes start from."""
+    clips = ds.meta["clips"]
+    take_of = np.zeros(len(ds.frames), int)
+    for j, c in enumerate(clips):
+        take_of[c["start"]:c["start"] + c["length"]] = j
+    train = ds.indices("train")
+    feats = torch.tensor(net.embed(ds.frames[train])["features"])
+    base = np.bincount(take_of[train], minlength=len(clips)) / len(train)
+    names = [c["name"] for c in clips]
+    for lo, hi in ((0, 256), (768, 1024)):
+        x = np.ascontiguousarray(generated[:, lo:hi:4]).reshape(-1, *generated.shape[2:])
+        nearest = torch.cdist(torch.tensor(net.embed(x)["features"]), feats).argmin(1).numpy()
+        share = np.bincount(take_of[train[nearest]], minlength=len(clips)) / len(nearest) / np.maximum(base, 1e-12)
+        print(f"frames {lo + 1}-{hi}: take share / training share: " + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, share)))
+    counts = np.zeros(len(clips), int)
+    for start, rollout in zip(starts, generated):
+        counts[take_of[start]] += len(episodes((aspect(rollout) > threshold)[None]))
+    print("wide episodes by the take of the rollout's seed: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts) if c))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -96,6 +123,7 @@ def main() -> None:
         full, kept, far = distances(generated[:, h - cfg.segment:h])                 # frames h-15 .. h
         print(f"frames {h - cfg.segment + 1}-{h}: frame FD {full:.2f}x the floor; without the {args.drop} "
               f"farthest rollouts {kept:.2f}x (they are {far})")
+    take_report(ds, net, generated, seed_starts(ds, "test", model.seed_frames, args.rollouts), args.aspect)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class CodePriorConfig:
     base: str = "next-frame"           # without base_run, the first stage to train: next-frame | autoencoder
     arch: str = "transformer"          # transformer | mlp
     codes: str = "smooth"              # the codes of real frames: smooth | argmax | sample (see read_codes)
-    switch_cost: float = 1.0           # codes=smooth: nats a variable pays for changing class between frames
+    switch_cost: float = 0.5           # codes=smooth: nats a variable pays for changing class between frames (0.5 beat 1 with blend: docs/code-prior.md)
     corrupt: float = 0.1               # share of input codes replaced by random classes in training
     self_feed: float = 0.0             # transformer: share of input steps replaced by the prior's own samples in training
     temperature: float = 1.0           # rollout: the prior's sampling temperature; a caller's temperature multiplies it

@@ -79,7 +79,8 @@ def take_report(ds, net, generated: np.ndarray, starts: np.ndarray, threshold: f
     names = [c["name"] for c in clips]
     for lo, hi in ((0, 256), (768, 1024)):
         x = np.ascontiguousarray(generated[:, lo:hi:4]).reshape(-1, *generated.shape[2:])
-        nearest = torch.cdist(torch.tensor(net.embed(x)["features"]), feats).argmin(1).numpy()
+        fx = torch.tensor(net.embed(x)["features"])
+        nearest = torch.cat([torch.cdist(c, feats).argmin(1) for c in fx.split(4096)]).numpy()   # bounded memory
         share = np.bincount(take_of[train[nearest]], minlength=len(clips)) / len(nearest) / np.maximum(base, 1e-12)
         print(f"frames {lo + 1}-{hi}: take share / training share: " + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, share)))
     counts = np.zeros(len(clips), int)

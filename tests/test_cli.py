@@ -167,11 +167,11 @@ def test_generate_and_evaluate_change_only_sampling_settings(tiny_run, tmp_path,
         code, out, err = cli(capsys, "generate", prior, "--out", tmp_path / name, "--steps", "12", "--num", "2",
                              "--json", *sets)
         assert code == 0, err
-        assert json.loads(out).get("sampling_settings", {}) == ({"blend": sets[1][6:]} if sets else {})
+        assert json.loads(out).get("sampling_settings", {}) == ({"blend": int(sets[1][6:])} if sets else {})
         frames[name] = np.load(tmp_path / name / "frames.npy")
     assert np.array_equal(frames["default"], frames["blend1"]) and not np.array_equal(frames["default"], frames["blend0"])
     code, out, err = cli(capsys, "evaluate", prior, "--samples", "2", "--json", "--set", "stay=0.25")
-    assert code == 0 and json.loads(out)["sampling_settings"] == {"stay": "0.25"}, err
+    assert code == 0 and json.loads(out)["sampling_settings"] == {"stay": 0.25}, err
     one_line_error(capsys, ["generate", prior, "--out", tmp_path / "x", "--set", "width=32"],
                    "--set width", "sampling settings", "blend")
     one_line_error(capsys, ["generate", prior, "--out", tmp_path / "x", "--set", "blend=-1"], "blend must be >= 0")

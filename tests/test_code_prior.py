@@ -251,7 +251,18 @@ def test_blend_changes_only_how_a_rollout_is_decoded(monkeypatch):
     steady = (hard[:, 2:-2] == hard[:, :-4]) & (hard[:, 2:-2] == hard[:, 4:]) & (hard[:, 2:-2] == hard[:, 1:-3]) \
         & (hard[:, 2:-2] == hard[:, 3:-1])                                      # (B, T-4, N) all +-2 neighbours agree
     assert steady.any() and torch.equal(soft[:, 2:-2].argmax(-1)[steady], hard[:, 2:-2][steady])
+    assert torch.equal(soft[:, 2:-2].max(-1).values == 1, steady)                # mixed exactly where a neighbour differs
     assert (soft.max(-1).values < 1).any()                                       # some switch was blended
+
+
+def test_a_blended_rollout_is_a_prefix_of_a_longer_one():
+    """The last frames are blended with codes after them too, so a short rollout's frames are the
+    first frames of a longer one from the same generator."""
+    model = prior("transformer", context=6, blend=2).eval()
+    seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    short = model.rollout(seed, 20, torch.Generator().manual_seed(3), feedback="probs")
+    long = model.rollout(seed, 30, torch.Generator().manual_seed(3), feedback="probs")
+    assert torch.allclose(short, long[:, :21], atol=1e-6)
 
 
 def test_stay_shifts_each_variable_towards_keeping_its_class():

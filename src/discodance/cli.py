@@ -141,7 +141,7 @@ def cmd_evaluate(args) -> None:
         require(result["windows"] > 0, f"the {args.split} split of {dataset.path} has no run of "
                                        f"{model.window} consecutive frames to evaluate on")
     result.update({"run": str(args.run), "data": str(dataset.path), "step": ckpt["step"],
-                   **({"sampling_settings": sets} if sets else {})})
+                   **({"sampling_settings": {k: getattr(model.config, k) for k in sets}} if sets else {})})
     _emit(result, args.json, _print_mapping)
 
 

@@ -164,4 +164,4 @@ def generate_from_run(run, out, num=8, steps=32, temperature=1.0, seed=0, feedba
     os.replace(tmp, out / "frames.npy")
     files["frames"] = str(out / "frames.npy")
     return {"files": files, "seed_frames": [int(i) for i in seed_index], "shape": list(frames.shape),
-            **({"sampling_settings": sets} if sets else {})}
+            **({"sampling_settings": {k: getattr(model.config, k) for k in sets}} if sets else {})}

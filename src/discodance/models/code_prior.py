@@ -118,7 +118,7 @@ class CodePriorConfig:
         require(0 <= self.self_feed < 1, f"self_feed must be in [0, 1), got {self.self_feed}")
         require(self.switch_cost >= 0, f"switch_cost must be >= 0, got {self.switch_cost}")
         require(self.decode_dtype in ("float32", "bfloat16"), f"decode_dtype must be float32 or bfloat16, got {self.decode_dtype!r}")
-        require(self.blend >= 0, f"blend must be >= 0, got {self.blend}")
+        require(0 <= self.blend <= 32, f"blend must be in 0..32, got {self.blend}")
         require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         require(math.isfinite(self.stay) and self.stay >= 0, f"stay must be a finite number >= 0, got {self.stay}")
         require(self.top_k >= 0 and 0 < self.top_p <= 1, f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
@@ -374,8 +374,8 @@ class CodePrior(DanceModel):
         top_p = self.config.top_p if top_p is None else top_p
         h, m = self.vae.config.horizon, self._seed_codes
         prompt = self.read_codes(self.code_logits(seed).float(), generator)[:, -m:]   # (B, m, N)
-        new = self.sample_next(prompt, max(0, steps - h), generator,
-                               temperature * self.config.temperature, top_k, top_p)
+        new = self.sample_next(prompt, max(0, steps - h) + self.config.blend, generator,   # + blend: the last
+                               temperature * self.config.temperature, top_k, top_p)    # frames blend both ways
         codes = torch.cat([prompt, new], 1)
         codes = remove_blips(codes) if self.config.deblip else codes
         if self.config.blend:                         # blended with the prompt's codes too: no seam at frame 1

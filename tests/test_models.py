@@ -219,13 +219,13 @@ def _gan_grads(net, model, batch, rank):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _gan_ddp_worker(rank, world, port, batch, out):
-    import os
+def _gan_ddp_worker(rank, world, batch, out):
     import torch.distributed as dist
     torch.set_num_threads(1)
     _zero_gan_noise()  # noise-free generator, so both runs see identical samples; DDP's averaging is under test
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file store, not rank 0's TCP store: a rank tearing down while rank 0's store server exits
+    # aborted the process now and then ("terminate called without an active exception")
+    dist.init_process_group("gloo", init_method=f"file://{out.parent / 'store'}", rank=rank, world_size=world)
     model = make("gan")
     per = len(batch) // world
     grads = _gan_grads(torch.nn.parallel.DistributedDataParallel(model), model, batch[rank * per:(rank + 1) * per], rank)
@@ -237,12 +237,8 @@ def _gan_ddp_worker(rank, world, port, batch, out):
 
 def test_gan_groups_under_two_process_ddp_match_one_process(tmp_path, monkeypatch):
     """Two backward passes (one per optimizer group, inputs=...) after one DDP forward reduce correctly."""
-    import socket
     batch = (torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.6).float()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_gan_ddp_worker, args=(2, port, batch, tmp_path / "g.pt"), nprocs=2)
+    torch.multiprocessing.spawn(_gan_ddp_worker, args=(2, batch, tmp_path / "g.pt"), nprocs=2)
     ddp = torch.load(tmp_path / "g.pt", weights_only=True)
     import discodance.models.gan as gan
     monkeypatch.setattr(gan, "gaussian_noise", lambda shape, generator, device=None: torch.zeros(shape))

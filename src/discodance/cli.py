@@ -18,7 +18,7 @@ from .folders import check_target
 from .model_names import MODELS
 
 SAMPLING_SET_HELP = ("a sampling setting of the trained model, for this command only, e.g. blend=0 or stay=0.25 "
-                     "(code-prior: temperature, top_k, top_p, stay, deblip, blend, slide, decode_dtype; repeatable)")
+                     "(an unknown one is refused with the list; repeatable)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +123,7 @@ def cmd_generate(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .evaluation.likelihood import evaluate_model
-    from .runs import open_run, resolve_device
+    from .runs import open_run, resolve_device, sampling_settings
     device = resolve_device(args.device)
     sets = parse_overrides(args.set)
     model, ckpt, dataset = open_run(args.run, args.data, device, sets)
@@ -141,7 +141,7 @@ def cmd_evaluate(args) -> None:
         require(result["windows"] > 0, f"the {args.split} split of {dataset.path} has no run of "
                                        f"{model.window} consecutive frames to evaluate on")
     result.update({"run": str(args.run), "data": str(dataset.path), "step": ckpt["step"],
-                   **({"sampling_settings": {k: getattr(model.config, k) for k in sets}} if sets else {})})
+                   **sampling_settings(model, sets)})
     _emit(result, args.json, _print_mapping)
 
 

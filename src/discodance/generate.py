@@ -150,7 +150,7 @@ def generate_from_run(run, out, num=8, steps=32, temperature=1.0, seed=0, feedba
                       mode="chain", data=None, split="test", overwrite=False, device="cpu", sets=None) -> dict:
     """The `discodance generate` command: load a run, roll out, write GIF/MP4/strip and frames.npy;
     `sets` change the model's sampling settings for this rollout (runs.with_rollout_settings)."""
-    from .runs import open_run
+    from .runs import open_run, sampling_settings
 
     out = Path(out)
     model, _, dataset = open_run(run, data, device, sets)
@@ -164,4 +164,4 @@ def generate_from_run(run, out, num=8, steps=32, temperature=1.0, seed=0, feedba
     os.replace(tmp, out / "frames.npy")
     files["frames"] = str(out / "frames.npy")
     return {"files": files, "seed_frames": [int(i) for i in seed_index], "shape": list(frames.shape),
-            **({"sampling_settings": {k: getattr(model.config, k) for k in sets}} if sets else {})}
+            **sampling_settings(model, sets)}

@@ -66,3 +66,8 @@ def with_rollout_settings(ckpt: dict, sets: dict[str, str]) -> dict:
                 + (", ".join(allowed) if allowed else "it has none") + ")")
     config = {**ckpt["config"], "model_config": {**ckpt["config"]["model_config"], **sets}}
     return {**ckpt, "config": config}
+
+
+def sampling_settings(model, sets: dict[str, str] | None) -> dict:
+    """{"sampling_settings": the changed settings' typed values} for a command's JSON, or {}."""
+    return {"sampling_settings": {k: getattr(model.config, k) for k in sets}} if sets else {}

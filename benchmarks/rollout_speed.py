@@ -3,10 +3,12 @@ VAE + prior (a code-prior run), at batch 1 and batch 64, in one process, interle
 
 Each round times every run once at every batch size (same held-out seed frames, same seed); the
 figure is the median over rounds, so a noisy neighbour on a shared machine moves all runs alike.
-Ratios are taken against the first run.
+Ratios are taken against the first run. A run may carry sampling settings after a colon, e.g.
+`runs/prior:decoder=base` (the prior decoding with its base VAE's own decoder instead of its fast
+block), so one run can be timed under several settings.
 
     OMP_NUM_THREADS=1 python benchmarks/rollout_speed.py --data DATA --runs runs/vae runs/prior \
-        [--rounds 5] [--steps 256] [--json benchmarks/results/rollout_speed.json]
+        [runs/prior:decoder=base] [--rounds 5] [--steps 256] [--json benchmarks/results/rollout_speed.json]
 """
 from __future__ import annotations
 
@@ -22,7 +24,15 @@ import torch
 from discodance.checkpoint import load_checkpoint
 from discodance.data.batches import load_windows, seed_starts
 from discodance.data.dataset import load_dataset
-from discodance.models import load_model
+from discodance.models import REGISTRY, load_model
+from discodance.runs import with_rollout_settings
+
+
+def load_run(spec: str):
+    """'RUN[:key=value,...]' -> the run's model with those sampling settings."""
+    run, _, sets = spec.partition(":")
+    settings = dict(kv.split("=", 1) for kv in sets.split(",")) if sets else {}
+    return load_model(with_rollout_settings(load_checkpoint(Path(run) / "checkpoint.pt"), settings))
 
 
 @torch.no_grad()
@@ -43,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     ds = load_dataset(args.data)
     batches = [int(b) for b in args.batches.split(",")]
-    models = {run: load_model(load_checkpoint(Path(run) / "checkpoint.pt")) for run in args.runs}
+    models = {run: load_run(run) for run in args.runs}
     seeds = {(run, b): load_windows(ds, seed_starts(ds, "test", m.seed_frames, b), m.seed_frames, "cpu")
              for run, m in models.items() for b in batches}
     for (run, b), seed in seeds.items():                                          # warm-up
@@ -56,7 +66,7 @@ def main() -> None:
     rows = []
     for (run, b), fps in times.items():
         first = statistics.median(times[(args.runs[0], b)])
-        rows.append({"run": run, "model": load_checkpoint(Path(run) / "checkpoint.pt")["config"]["model"],
+        rows.append({"run": run, "model": next(n for n, c in REGISTRY.items() if type(models[run]) is c),
                      "batch": b, "frames_per_s": statistics.median(fps), "rounds": fps,
                      "ratio_to_first": statistics.median(fps) / first})
     print("| run | model | batch | frames/s (median) | × first run |\n|---|---|---|---|---|")

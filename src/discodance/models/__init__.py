@@ -15,7 +15,7 @@ REGISTRY: dict[str, type[DanceModel]] = {
 
 
 # Whole-number settings that may be 0; every other one counts something and must be >= 1.
-MAY_BE_ZERO = {"horizon", "mdn_start", "top_k", "slide", "blend"}  # top_k 0: no top-k cut; slide 0: context // 2; blend 0: one-hot
+MAY_BE_ZERO = {"horizon", "mdn_start", "top_k", "slide", "blend", "fast_channels"}  # top_k 0: no top-k cut; slide 0: context // 2; blend 0: one-hot; fast_channels 0: no fast block
 
 
 def check_numbers(config) -> None:

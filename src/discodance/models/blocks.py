@@ -208,9 +208,17 @@ class ConvDecoder(nn.Module):
         self.to(memory_format=CONV_LAYOUT)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h, w = self.frame_size
+        return self.crop(self.deconvs[-4:](self.trunk(z)))
+
+    def trunk(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, in_dim) codes -> the features (B, C, H/2, W/2) the last, full-resolution block reads
+        (that block, deconvs[-4:]: transposed conv, norm, SiLU, PixelHead, is most of the cost)."""
         x = self.fc(z).view(len(z), self.top, *self.grid).contiguous(memory_format=CONV_LAYOUT)   # (B, C, gh, gw)
-        return self.deconvs(x)[..., :h, :w]
+        return self.deconvs[:-4](x)
+
+    def crop(self, logits: torch.Tensor) -> torch.Tensor:
+        h, w = self.frame_size
+        return logits[..., :h, :w]
 
 
 # ----------------------------------------------------------------------------- Gaussians

@@ -64,10 +64,22 @@ from .blocks import (check_rollout_options, feedback_frames, frame_iou, frame_lo
 from .code_cache import ContextCache
 from .code_smoothing import blend_codes, remove_blips, smooth_codes
 from .code_transformer import CodeTransformer, corrupt_codes, sample_codes
+from .fast_decoder import FastTop, decode_fast, distillation_loss, pick_positions
 from .code_prior_config import BASES, CodePriorConfig
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
 
 DECODE_CHUNK = 64     # frames decoded per call in a rollout (larger batches are slower per frame on CPU)
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 / AMX). Elsewhere it is emulated:
+    on an AVX2-only CPU, decoding a batch of 64 frames under bfloat16 autocast took 26x as long as
+    in float32 (transposed convolutions fall back to a slow reference kernel)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
 
 
 def _read_base(run: str) -> dict:
@@ -79,7 +91,7 @@ def _read_base(run: str) -> dict:
 
 class CodePrior(DanceModel):
     config_class = CodePriorConfig
-    rollout_settings = ("temperature", "top_k", "top_p", "stay", "deblip", "blend", "slide", "decode_dtype")
+    rollout_settings = ("temperature", "top_k", "top_p", "stay", "deblip", "blend", "slide", "decode_dtype", "decoder")
 
     @classmethod
     def complete_config(cls, config: CodePriorConfig) -> CodePriorConfig:
@@ -116,6 +128,9 @@ class CodePrior(DanceModel):
         else:
             self.gpt = CodeTransformer(v.latents, v.classes, c.context, c.width, c.blocks, c.heads, c.dropout)
         self.code_cache = ContextCache(v.context)   # not a module or buffer: never saved
+        self.fast = None                            # the distilled last decoder block (fast_decoder.py)
+        if c.fast_channels and v.arch == "conv":
+            self.fast = FastTop(self.vae.decoder.deconvs[-4].in_channels, c.fast_channels)
 
     def load_pretrained(self) -> None:
         """The base run's weights, into the frozen VAE, when a new code-prior run starts."""
@@ -128,6 +143,8 @@ class CodePrior(DanceModel):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self.code_cache.clear()   # the cached codes belong to the encoder weights being replaced
+        if self.fast is not None and not any(k.startswith("fast.") for k in state_dict):
+            self.fast, self.config.fast_channels = None, 0   # a run saved before the fast block: the base decodes
         return super().load_state_dict(state_dict, strict, assign)
 
     # --------------------------------------------------------------------------- protocol
@@ -157,7 +174,7 @@ class CodePrior(DanceModel):
 
     def optimizer_groups(self):
         net = self.transition if self.config.arch == "mlp" else self.gpt
-        return {"model": list(net.parameters())}
+        return {"model": list(net.parameters()) + ([] if self.fast is None else list(self.fast.parameters()))}
 
     # --------------------------------------------------------------------------- codes of real frames
     @torch.no_grad()
@@ -229,8 +246,24 @@ class CodePrior(DanceModel):
         xent = self.prior_loss(inputs, targets)                                  # (B, T - s)
         entropy = -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1))      # H(q), 0 for argmax
         loss = xent.mean() / (batch.shape[-1] * batch.shape[-2])                 # nats per pixel
-        return loss, {"loss": loss.item(), "xent_nats": xent.mean().item(),
-                      "kl_nats": (xent - entropy).mean().item(), "cached_contexts": float(len(self.code_cache))}
+        logs = {"xent_nats": xent.mean().item(), "kl_nats": (xent - entropy).mean().item(),
+                "cached_contexts": float(len(self.code_cache))}
+        if self.fast is not None:                    # its own parameters: the sum trains each part on its loss
+            distil, figures = self.distil(codes, generator)
+            loss = loss + distil
+            logs.update(figures)
+        return loss, {"loss": loss.item(), **logs}
+
+    def distil(self, codes: torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
+        """The fast block's distillation loss on `distil_frames` codes of real frames (B, T, N),
+        half one-hot and half blended over +-max(1, blend) steps, as rollouts decode them."""
+        K, width = self.vae.config.classes, max(1, self.config.blend)
+        rows, steps = pick_positions(codes.shape[:2], self.config.distil_frames, width, generator)
+        rows, steps = rows.to(codes.device), steps.to(codes.device)
+        half = len(rows) // 2
+        blended = blend_codes(codes[rows[half:]], K, width)[torch.arange(len(rows) - half), steps[half:]]
+        z = torch.cat([F.one_hot(codes[rows[:half], steps[:half]], K).float(), blended])   # (M, N, K)
+        return distillation_loss(self.vae.decoder, self.fast, z.flatten(1))
 
     @torch.no_grad()
     def feed_own_samples(self, codes: torch.Tensor, generator=None) -> torch.Tensor:
@@ -267,13 +300,23 @@ class CodePrior(DanceModel):
             return {"log_w": (ll + (z * (log_p - lq)).sum((-2, -1))).sum(1).view(B, n),
                     "nelbo": (kl - ll).sum(1).view(B, n), "nelbo_base": (kl_base - ll).sum(1).view(B, n),
                     "kl": kl.sum(1).view(B, n),
-                    "iou": frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n)}
+                    "iou": frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n),
+                    "fast_flips": self._fast_flips(z_last).view(B, n)}
 
         d = importance_chunks(samples, chunk, draw)
-        return {"xent": self.code_xent(logits, generator), "nelbo": d["nelbo"].mean(1) / T,
+        fast = {} if self.fast is None else {"fast_flips": d["fast_flips"].mean(1)}
+        return {**fast, "xent": self.code_xent(logits, generator), "nelbo": d["nelbo"].mean(1) / T,
                 "iwae": iwae_bound(d["log_w"]) / T, "kl": d["kl"].mean(1) / T,
                 "rec": (d["nelbo"] - d["kl"]).mean(1) / T, "nelbo_base": d["nelbo_base"].mean(1) / T,
                 "iou": d["iou"].mean(1)}
+
+    def _fast_flips(self, z: torch.Tensor) -> torch.Tensor:
+        """Share of pixels (per frame of codes z (M, N, K)) the fast block and the base decoder
+        threshold differently (NaN without a fast block)."""
+        if self.fast is None:
+            return z.new_full((len(z),), float("nan"))
+        base = self.vae.decode(z) > 0
+        return (decode_fast(self.vae.decoder, self.fast, z.flatten(1))[:, 0] > 0).ne(base).float().mean((-2, -1))
 
     def code_xent(self, logits: torch.Tensor, generator=None) -> torch.Tensor:
         """The training loss on these windows, without corruption: the prior's cross-entropy (B,) in
@@ -318,6 +361,12 @@ class CodePrior(DanceModel):
         codes = codes[:, m - h:m - h + steps]                                     # frames 1..steps
         return torch.cat([seed[:, -1:], self.decode_codes(codes, feedback, generator).to(seed.dtype)], 1)
 
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes (M, N, K) -> pixel logits (M, H, W) with the decoder the `decoder` setting picks."""
+        if self.config.decoder == "fast" and self.fast is not None:
+            return decode_fast(self.vae.decoder, self.fast, z.flatten(1))[:, 0]
+        return self.vae.decode(z)
+
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor, feedback: str = "binary", generator=None) -> torch.Tensor:
         """Class indices (B, T, N) or soft codes (B, T, N, K) -> frames (B, T, H, W), decoded
@@ -327,12 +376,12 @@ class CodePrior(DanceModel):
         flat = codes.reshape(B * T, *codes.shape[2:])
         dtype = next(self.vae.parameters()).dtype
         device = flat.device.type
-        fast = self.config.decode_dtype == "bfloat16" and device == "cpu"   # other devices decode in float32
+        bf16 = self.config.decode_dtype == "bfloat16" and device == "cpu" and cpu_has_bfloat16()   # else float32
         out = []
         for i in range(0, B * T, DECODE_CHUNK):
             chunk = flat[i:i + DECODE_CHUNK]
             z = (chunk if soft else F.one_hot(chunk, self.vae.config.classes)).to(dtype)
-            with torch.autocast(device, torch.bfloat16, enabled=fast):
-                logits = self.vae.decode(z)
+            with torch.autocast(device, torch.bfloat16, enabled=bf16):
+                logits = self._decode(z)
             out.append(feedback_frames(torch.sigmoid(logits.float()), feedback, generator))
         return torch.cat(out).view(B, T, *out[0].shape[-2:]) if out else codes.new_zeros(B, 0, *self.frame_size).float()

@@ -33,7 +33,10 @@ class CodePriorConfig:
     deblip: bool = True                # rollout: a class a variable takes for one step only (A, B, A) becomes A
     blend: int = 1                     # rollout: decode each frame from its code mixed with +-blend neighbours' (blend_codes)
     stay: float = 0.5                  # rollout (transformer): nats added to each variable's log-probability of keeping its class
-    decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast, ~2x faster here) | float32
+    decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast; only where the CPU has bfloat16 kernels, else float32) | float32
+    fast_channels: int = 8             # maps of the distilled last decoder block rollouts decode with (fast_decoder.py; conv bases); 0 = none
+    distil_frames: int = 8             # frames per training step that block is distilled on
+    decoder: str = "fast"              # rollout: fast (the distilled block, when the run has one) | base (the base VAE's own decoder)
     # arch=transformer
     context: int = 64                  # codes the transformer attends to (its training windows are context + 1)
     slide: int = 0                     # rollout: codes the full context window moves at a time (0: context // 2)
@@ -59,6 +62,9 @@ class CodePriorConfig:
         require(0 <= self.self_feed < 1, f"self_feed must be in [0, 1), got {self.self_feed}")
         require(self.switch_cost >= 0, f"switch_cost must be >= 0, got {self.switch_cost}")
         require(self.decode_dtype in ("float32", "bfloat16"), f"decode_dtype must be float32 or bfloat16, got {self.decode_dtype!r}")
+        require(self.fast_channels >= 0 and self.distil_frames >= 1,
+                f"fast_channels must be >= 0 and distil_frames >= 1, got {self.fast_channels}, {self.distil_frames}")
+        require(self.decoder in ("fast", "base"), f"decoder must be fast or base, got {self.decoder!r}")
         require(0 <= self.blend <= 32, f"blend must be in 0..32, got {self.blend}")
         require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         require(math.isfinite(self.stay) and self.stay >= 0, f"stay must be a finite number >= 0, got {self.stay}")

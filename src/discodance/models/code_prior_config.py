@@ -35,7 +35,7 @@ class CodePriorConfig:
     stay: float = 0.5                  # rollout (transformer): nats added to each variable's log-probability of keeping its class
     decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast; only where the CPU has bfloat16 kernels, else float32) | float32
     fast_channels: int = 8             # maps of the distilled last decoder block rollouts decode with (fast_decoder.py; conv bases); 0 = none
-    distil_frames: int = 8             # frames per training step that block is distilled on
+    distil_frames: int = 4             # frames per training step that block is distilled on (4 converged in a 500-step pilot; each costs a teacher decode)
     decoder: str = "fast"              # rollout: fast (the distilled block, when the run has one) | base (the base VAE's own decoder)
     # arch=transformer
     context: int = 64                  # codes the transformer attends to (its training windows are context + 1)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from discodance.models import build_model, model_config
+from discodance.models.blocks import ConvDecoder
 from discodance.models.fast_decoder import FastTop, decode_fast, distillation_loss, pick_positions
 
 from conftest import TINY_MODEL
@@ -86,15 +87,12 @@ def test_a_run_saved_before_the_fast_block_loads_and_decodes_with_the_base():
                                model.rollout(seed, 20, torch.Generator().manual_seed(5), feedback="probs"))
 
 
-def test_the_fast_block_decodes_any_frame_size_the_base_does():
-    model = prior()
-    for size in [(16, 16), (12, 20)]:
-        from discodance.models.blocks import ConvDecoder
-        decoder = ConvDecoder(10, size, channels=(8, 16), hidden=16)
-        top = FastTop(decoder.deconvs[-4].in_channels, 4)
-        z = torch.randn(3, 10)
-        assert decode_fast(decoder, top, z).shape == decoder(z).shape == (3, 1, *size)
-    del model
+@pytest.mark.parametrize("size,channels", [((16, 16), (8, 16)), ((12, 20), (8, 16)), ((24, 40), (4, 8, 16))])
+def test_the_fast_block_decodes_any_frame_size_the_base_does(size, channels):
+    decoder = ConvDecoder(10, size, channels=channels, hidden=16)
+    top = FastTop(decoder.deconvs[-4].in_channels, 4)
+    z = torch.randn(3, 10)
+    assert decode_fast(decoder, top, z).shape == decoder(z).shape == (3, 1, *size)
 
 
 @pytest.mark.parametrize("shape,margin", [((3, 10), 1), ((1, 5), 2), ((2, 3), 4)])
@@ -104,3 +102,12 @@ def test_picked_positions_keep_the_margin_inside_the_grid(shape, margin):
     assert rows.min() >= 0 and rows.max() < shape[0]
     assert steps.min() >= m and steps.max() <= shape[1] - 1 - m
     assert len(set(steps.tolist())) == shape[1] - 2 * m                        # every allowed step is drawn
+
+
+def test_evaluate_reports_how_often_the_fast_block_disagrees_only_when_there_is_one():
+    batch = (torch.rand(3, prior().window, *SIZE, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    with_fast = prior().eval().evaluate(batch, samples=2, generator=torch.Generator().manual_seed(0))
+    without = prior(fast_channels=0).eval().evaluate(batch, samples=2, generator=torch.Generator().manual_seed(0))
+    assert with_fast["fast_flips"].shape == (3,) and ((0 <= with_fast["fast_flips"]) & (with_fast["fast_flips"] <= 1)).all()
+    assert "fast_flips" not in without
+    torch.testing.assert_close(with_fast["nelbo"], without["nelbo"])             # the bound is the base decoder's

@@ -261,7 +261,8 @@ class CodePrior(DanceModel):
         rows, steps = pick_positions(codes.shape[:2], self.config.distil_frames, width, generator)
         rows, steps = rows.to(codes.device), steps.to(codes.device)
         half = len(rows) // 2
-        blended = blend_codes(codes[rows[half:]], K, width)[torch.arange(len(rows) - half), steps[half:]]
+        picked = torch.arange(len(rows) - half, device=codes.device)
+        blended = blend_codes(codes[rows[half:]], K, width)[picked, steps[half:]]
         z = torch.cat([F.one_hot(codes[rows[:half], steps[:half]], K).float(), blended])   # (M, N, K)
         return distillation_loss(self.vae.decoder, self.fast, z.flatten(1))
 
@@ -297,11 +298,12 @@ class CodePrior(DanceModel):
             kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                         # (B*n, T)
             kl_base = (lq.exp() * (lq - base)).sum((-2, -1))
             z_last = sample_one_hot(trans[:, -1], generator)                     # predicted from real history
+            last = self.vae.decode(z_last)                                       # (B*n, H, W) logits
             return {"log_w": (ll + (z * (log_p - lq)).sum((-2, -1))).sum(1).view(B, n),
                     "nelbo": (kl - ll).sum(1).view(B, n), "nelbo_base": (kl_base - ll).sum(1).view(B, n),
                     "kl": kl.sum(1).view(B, n),
-                    "iou": frame_iou(self.vae.decode(z_last) > 0, x[:, -1] > 0.5).view(B, n),
-                    "fast_flips": self._fast_flips(z_last).view(B, n)}
+                    "iou": frame_iou(last > 0, x[:, -1] > 0.5).view(B, n),
+                    "fast_flips": self._fast_flips(z_last, last).view(B, n)}
 
         d = importance_chunks(samples, chunk, draw)
         fast = {} if self.fast is None else {"fast_flips": d["fast_flips"].mean(1)}
@@ -310,13 +312,13 @@ class CodePrior(DanceModel):
                 "rec": (d["nelbo"] - d["kl"]).mean(1) / T, "nelbo_base": d["nelbo_base"].mean(1) / T,
                 "iou": d["iou"].mean(1)}
 
-    def _fast_flips(self, z: torch.Tensor) -> torch.Tensor:
-        """Share of pixels (per frame of codes z (M, N, K)) the fast block and the base decoder
-        threshold differently (NaN without a fast block)."""
+    def _fast_flips(self, z: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+        """Share of pixels (per frame of codes z (M, N, K)) the fast block thresholds differently
+        from the base decoder's logits (M, H, W) (NaN without a fast block)."""
         if self.fast is None:
             return z.new_full((len(z),), float("nan"))
-        base = self.vae.decode(z) > 0
-        return (decode_fast(self.vae.decoder, self.fast, z.flatten(1))[:, 0] > 0).ne(base).float().mean((-2, -1))
+        fast = decode_fast(self.vae.decoder, self.fast, z.flatten(1))[:, 0]
+        return (fast > 0).ne(base_logits > 0).float().mean((-2, -1))
 
     def code_xent(self, logits: torch.Tensor, generator=None) -> torch.Tensor:
         """The training loss on these windows, without corruption: the prior's cross-entropy (B,) in

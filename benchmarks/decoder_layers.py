@@ -4,7 +4,8 @@ distilled fast block, and float32 against bfloat16 autocast, at one batch size, 
 Freshly initialised networks of the default gumbel-vae's sizes (timing does not depend on the
 weights). Median of --rounds, milliseconds per batch and per frame.
 
-    OMP_NUM_THREADS=1 python benchmarks/decoder_layers.py [--size 64 64] [--batch 64] [--rounds 10] [--json OUT]
+    OMP_NUM_THREADS=1 python benchmarks/decoder_layers.py [--size 64 64] [--batch 64] [--rounds 10]
+        [--channels 16 32 64 128 --hidden 256] [--fast-channels 8] [--json OUT]
 """
 from __future__ import annotations
 
@@ -40,9 +41,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--fast-channels", type=int, default=8)
+    ap.add_argument("--channels", type=int, nargs="+", help="conv channels (default: the gumbel-vae's; "
+                    "the demo and compare use 16 32 64 128 with --hidden 256)")
+    ap.add_argument("--hidden", type=int)
     ap.add_argument("--json")
     args = ap.parse_args()
     v = GumbelVAEConfig(frame_size=tuple(args.size))
+    v.channels, v.hidden = tuple(args.channels or v.channels), args.hidden or v.hidden
     code_dim = v.latents * v.classes
     dec = ConvDecoder(code_dim, v.frame_size, channels=v.channels, hidden=v.hidden).eval()
     enc = ConvEncoder(v.context, v.frame_size, code_dim, channels=v.channels, hidden=v.hidden).eval()

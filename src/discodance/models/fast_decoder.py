@@ -46,19 +46,20 @@ def decode_fast(decoder: ConvDecoder, top: FastTop, z: torch.Tensor) -> torch.Te
 
 
 def distillation_loss(decoder: ConvDecoder, top: FastTop, z: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Codes (M, in_dim) -> the student's mean per-pixel cross-entropy to the teacher's pixel
-    probabilities (the loss), and, as figures, its excess over the teacher's entropy (the KL, nats
-    per pixel) and the share of pixels whose thresholded value the two decoders disagree on."""
+    """Codes (M, in_dim) -> the loss: the student's mean per-pixel KL from the teacher's pixel
+    Bernoullis (its cross-entropy to the teacher's probabilities less the teacher's entropy, a
+    constant: the gradient is the cross-entropy's, and a perfect student scores 0), and figures:
+    that KL in nats per pixel and the share of pixels the two decoders threshold differently."""
     with torch.no_grad():
         features = decoder.trunk(z)                                              # (M, C, H/2, W/2)
         teacher = decoder.crop(decoder.deconvs[-4:](features)).float()           # (M, 1, H, W)
         target = torch.sigmoid(teacher)
+        entropy = F.binary_cross_entropy_with_logits(teacher, target)
     student = decoder.crop(top(features)).float()
-    loss = F.binary_cross_entropy_with_logits(student, target)
+    loss = F.binary_cross_entropy_with_logits(student, target) - entropy
     with torch.no_grad():
-        floor = F.binary_cross_entropy_with_logits(teacher, target)
         flips = ((student > 0) != (teacher > 0)).float().mean()
-    return loss, {"distil_kl": (loss - floor).item(), "distil_flips": flips.item()}
+    return loss, {"distil_kl": loss.item(), "distil_flips": flips.item()}
 
 
 def pick_positions(shape: tuple[int, int], count: int, margin: int, generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,13 +51,13 @@ def main() -> None:
     code_dim = v.latents * v.classes
     dec = ConvDecoder(code_dim, v.frame_size, channels=v.channels, hidden=v.hidden).eval()
     enc = ConvEncoder(v.context, v.frame_size, code_dim, channels=v.channels, hidden=v.hidden).eval()
-    fast = FastTop(dec.deconvs[-4].in_channels, args.fast_channels).eval()
+    fast = FastTop(dec.trunk_channels, args.fast_channels).eval()
     g = torch.Generator().manual_seed(0)
     z = torch.nn.functional.one_hot(torch.randint(0, v.classes, (args.batch, v.latents), generator=g), v.classes)
     z = z.float().flatten(1)
     x = (torch.rand(args.batch, v.context, *v.frame_size, generator=g) > 0.9).float()
     feats = dec.trunk(z)
-    top = dec.deconvs[-4:]
+    top = dec.last_block
     rows = {
         "encoder": median_ms(lambda: enc(x), args.rounds),
         "decoder": median_ms(lambda: dec(z), args.rounds),

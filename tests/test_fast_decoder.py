@@ -90,7 +90,7 @@ def test_a_run_saved_before_the_fast_block_loads_and_decodes_with_the_base():
 @pytest.mark.parametrize("size,channels", [((16, 16), (8, 16)), ((12, 20), (8, 16)), ((24, 40), (4, 8, 16))])
 def test_the_fast_block_decodes_any_frame_size_the_base_does(size, channels):
     decoder = ConvDecoder(10, size, channels=channels, hidden=16)
-    top = FastTop(decoder.deconvs[-4].in_channels, 4)
+    top = FastTop(decoder.trunk_channels, 4)
     z = torch.randn(3, 10)
     assert decode_fast(decoder, top, z).shape == decoder(z).shape == (3, 1, *size)
 

@@ -208,11 +208,20 @@ class ConvDecoder(nn.Module):
         self.to(memory_format=CONV_LAYOUT)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.crop(self.deconvs[-4:](self.trunk(z)))
+        return self.crop(self.last_block(self.trunk(z)))
+
+    @property
+    def last_block(self) -> nn.Sequential:
+        """The last, full-resolution block: transposed conv, norm, SiLU, PixelHead (most of a decode's cost)."""
+        return self.deconvs[-4:]
+
+    @property
+    def trunk_channels(self) -> int:
+        """C, the channels of the features the last block reads."""
+        return self.last_block[0].in_channels
 
     def trunk(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, in_dim) codes -> the features (B, C, H/2, W/2) the last, full-resolution block reads
-        (that block, deconvs[-4:]: transposed conv, norm, SiLU, PixelHead, is most of the cost)."""
+        """(B, in_dim) codes -> the features (B, C, H/2, W/2) the last block reads."""
         x = self.fc(z).view(len(z), self.top, *self.grid).contiguous(memory_format=CONV_LAYOUT)   # (B, C, gh, gw)
         return self.deconvs[:-4](x)
 

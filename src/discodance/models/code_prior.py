@@ -130,7 +130,7 @@ class CodePrior(DanceModel):
         self.code_cache = ContextCache(v.context)   # not a module or buffer: never saved
         self.fast = None                            # the distilled last decoder block (fast_decoder.py)
         if c.fast_channels and v.arch == "conv":
-            self.fast = FastTop(self.vae.decoder.deconvs[-4].in_channels, c.fast_channels)
+            self.fast = FastTop(self.vae.decoder.trunk_channels, c.fast_channels)
 
     def load_pretrained(self) -> None:
         """The base run's weights, into the frozen VAE, when a new code-prior run starts."""

@@ -52,7 +52,7 @@ def distillation_loss(decoder: ConvDecoder, top: FastTop, z: torch.Tensor) -> tu
     that KL in nats per pixel and the share of pixels the two decoders threshold differently."""
     with torch.no_grad():
         features = decoder.trunk(z)                                              # (M, C, H/2, W/2)
-        teacher = decoder.crop(decoder.deconvs[-4:](features)).float()           # (M, 1, H, W)
+        teacher = decoder.crop(decoder.last_block(features)).float()           # (M, 1, H, W)
         target = torch.sigmoid(teacher)
         entropy = F.binary_cross_entropy_with_logits(teacher, target)
     student = decoder.crop(top(features)).float()

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from discodance.models import build_model, model_config
-from discodance.models.code_transformer import CodeTransformer, corrupt_codes, filter_logits, sample_codes
+from discodance.models.code_transformer import (CodeTransformer, NextCodes, corrupt_codes, filter_logits,
+                                                mixture_log_prob, pick_component, sample_codes)
 
 from conftest import TINY_MODEL
 
@@ -60,18 +61,80 @@ def test_the_transformer_learns_a_lag_5_process_that_an_order_2_prior_cannot():
     assert results["mlp"] < 0.5, results       # chance is 1/K = 0.25
 
 
-def test_changing_a_later_code_never_changes_earlier_logits():
-    net = CodeTransformer(N_VAR, K, context=12, width=32, layers=2, heads=4).eval()
+def together_process(batch, length, generator, variables=4):
+    """Codes (batch, length, variables) that move together: at each step, with probability 1/2,
+    every variable keeps its class, else every variable moves to its next class (mod K)."""
+    z = [torch.randint(0, K, (batch, variables), generator=generator)]
+    for _ in range(length - 1):
+        move = torch.rand(batch, 1, generator=generator) < 0.5
+        z.append((z[-1] + move.long()) % K)
+    return torch.stack(z, 1)
+
+
+def test_a_mixture_moves_variables_together_where_independent_variables_cannot():
+    """Each variable of the process keeps its class half the time, but all switch together.
+    Independent variables (mixture 1) learn the right rate and switch out of step; a mixture of
+    components samples whole steps (all keep or all move)."""
+    g = torch.Generator().manual_seed(0)
+    split = {}
+    for mixture in (1, 4):
+        torch.manual_seed(0)
+        base = {**TINY_MODEL, "latents": 4, "classes": K, "frame_size": (16, 16)}
+        model = build_model("code-prior", model_config("code-prior", (16, 16), {
+            "base_config": base, "context": 8, "width": 32, "blocks": 1, "heads": 2, "prompt": 2, "mixture": mixture}))
+        opt = torch.optim.Adam(model.gpt.parameters(), 1e-2)
+        for _ in range(150):
+            codes = together_process(64, 9, g)
+            loss = model.prior_loss(codes, F.one_hot(codes[:, 1:], K).float()).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        prompt = together_process(200, 2, g)
+        sampled = torch.cat([prompt[:, -1:], model.sample_next(prompt, 30, torch.Generator().manual_seed(1))], 1)
+        moved = (sampled[:, 1:] != sampled[:, :-1]).float()                   # (B, T, N)
+        split[mixture] = ((moved.sum(-1) > 0) & (moved.sum(-1) < 4)).float().mean().item()
+        assert 0.35 < moved.mean().item() < 0.65, (mixture, moved.mean().item())   # both learn the rate
+    assert split[4] < 0.05, split     # steps where some variables move and others do not
+    assert split[1] > 0.6, split      # independent variables: 1 - 2 / 2**4 = 0.875 expected
+
+
+def test_mixture_sampling_and_log_prob_agree_with_the_mixture_they_describe():
+    """On 2 variables of 3 classes, 3 components: log-probabilities sum to 1 over all 9 codes, and
+    the frequencies of 20,000 samples match them."""
+    g = torch.Generator().manual_seed(0)
+    dist = NextCodes(torch.randn(3, generator=g) * 2, torch.randn(3, 2, 3, generator=g) * 2)
+    codes = torch.cartesian_prod(torch.arange(3), torch.arange(3))           # (9, 2)
+    log_p = mixture_log_prob(NextCodes(dist.mix.expand(9, 3), dist.logits.expand(9, 3, 2, 3)), F.one_hot(codes, 3).float())
+    assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+    many = NextCodes(dist.mix.expand(20000, 3), dist.logits.expand(20000, 3, 2, 3))
+    drawn = sample_codes(pick_component(many, g), g)                          # (20000, 2)
+    freq = torch.bincount(drawn[:, 0] * 3 + drawn[:, 1], minlength=9).float() / 20000
+    torch.testing.assert_close(freq, log_p.exp(), atol=0.015, rtol=0)
+    one = NextCodes(torch.zeros(1), dist.logits[:1])                          # one component: plain product
+    expected = F.log_softmax(dist.logits[0], -1)[[0, 1], codes].sum(-1)
+    got = mixture_log_prob(NextCodes(one.mix.expand(9, 1), one.logits.expand(9, 1, 2, 3)), F.one_hot(codes, 3).float())
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("mixture", [1, 3])
+def test_changing_a_later_code_never_changes_earlier_logits(mixture):
+    net = CodeTransformer(N_VAR, K, context=12, width=32, layers=2, heads=4, mixture=mixture).eval()
     codes = torch.randint(0, K, (3, 12, N_VAR), generator=torch.Generator().manual_seed(0))
     changed = codes.clone()
     changed[:, 7:] = (changed[:, 7:] + 1) % K
     a, b = net(codes), net(changed)
-    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=0)
-    assert not torch.allclose(a[:, 7:], b[:, 7:])
+    assert a.logits.shape == (3, 12, mixture, N_VAR, K) and a.mix.shape == (3, 12, mixture)
+    torch.testing.assert_close(a.at(slice(None), slice(0, 7)), b.at(slice(None), slice(0, 7)), rtol=0, atol=0)
+    assert not torch.allclose(a.logits[:, 7:], b.logits[:, 7:])
 
 
-def test_key_value_cache_gives_the_logits_of_full_recomputation():
-    net = CodeTransformer(N_VAR, K, context=12, width=32, layers=3, heads=4).eval()
+def cat(dists, dim=1):
+    return NextCodes(torch.cat([d.mix for d in dists], dim), torch.cat([d.logits for d in dists], dim))
+
+
+@pytest.mark.parametrize("mixture", [1, 3])
+def test_key_value_cache_gives_the_logits_of_full_recomputation(mixture):
+    net = CodeTransformer(N_VAR, K, context=12, width=32, layers=3, heads=4, mixture=mixture).eval()
     codes = torch.randint(0, K, (3, 12, N_VAR), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         full = net(codes)
@@ -80,13 +143,14 @@ def test_key_value_cache_gives_the_logits_of_full_recomputation():
         steps += [net(codes[:, t:t + 1], cache) for t in range(4, 12)]
         assert cache.length == 12
         cache = net.new_cache(3)                                # generation's one-position step
-        stepped = [net(codes[:, :4], cache)] + [net.step(codes[:, t], cache)[:, None] for t in range(4, 12)]
+        stepped = [net(codes[:, :4], cache)]
+        stepped += [NextCodes(*(x[:, None] for x in net.step(codes[:, t], cache))) for t in range(4, 12)]
         cache = net.new_cache(3)
         net(codes[:, :6], cache)
         two = net(codes[:, 6:8], cache)                         # several new steps at once
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(torch.cat(stepped, 1), full, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(two, full[:, 6:8], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cat(steps), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cat(stepped), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(two, full.at(slice(None), slice(6, 8)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("slide,keep", [(0, 4), (2, 6), (7, 1)])   # slide 0: context // 2
@@ -102,16 +166,16 @@ def test_sliding_window_rollout_matches_recomputing_each_window(slide, keep):
         for _ in range(30):
             if codes.shape[1] - start > C:                      # the window would overflow: slide
                 start = codes.shape[1] - keep
-            logits = net(codes[:, start:])[:, -1]
+            logits = net(codes[:, start:]).logits[:, -1, 0]
             codes = torch.cat([codes, logits.argmax(-1)[:, None]], 1)
     assert torch.equal(fast, codes[:, 5:])
     assert net.generate(prompt, 1000, torch.Generator().manual_seed(0)).shape == (2, 1000, N_VAR)
 
 
-@pytest.mark.parametrize("arch,base", [("transformer", {}), ("mlp", {}),
-                                       ("transformer", {"context": 1, "horizon": 0})])   # the default first stage
-def test_seeded_rollouts_are_deterministic_and_any_length(arch, base):
-    model = prior(arch, base, context=6).eval()
+@pytest.mark.parametrize("arch,base,mixture", [("transformer", {}, 1), ("mlp", {}, 1), ("transformer", {}, 3),
+                                               ("transformer", {"context": 1, "horizon": 0}, 1)])   # the default first stage
+def test_seeded_rollouts_are_deterministic_and_any_length(arch, base, mixture):
+    model = prior(arch, base, context=6, mixture=mixture).eval()
     seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     a = model.rollout(seed, 40, torch.Generator().manual_seed(3), top_k=3)
     b = model.rollout(seed, 40, torch.Generator().manual_seed(3), top_k=3)
@@ -288,7 +352,7 @@ def test_evaluates_xent_is_the_training_loss_without_corruption(codes):
 
 
 def test_self_feed_replaces_whole_later_steps_by_the_priors_own_samples():
-    model = prior("transformer", self_feed=0.5, context=12)
+    model = prior("transformer", self_feed=0.5, context=12, mixture=1)
     head = model.gpt.head
     with torch.no_grad():                       # a prior certain of class 3 for every variable
         head.weight.zero_()
@@ -301,3 +365,18 @@ def test_self_feed_replaces_whole_later_steps_by_the_priors_own_samples():
     assert 0.4 < own.float().mean().item() < 0.6
     model.config.self_feed = 0.0
     assert torch.equal(model.feed_own_samples(codes), codes)
+
+
+def test_a_run_saved_before_the_mixture_head_loads_as_one_component():
+    from discodance.models import load_model
+    model = prior("transformer", context=6, mixture=1).eval()
+    config = {k: v for k, v in vars(model.config).items() if k != "mixture"}
+    config_new_default = {**config, "mixture": 8}           # what the missing key now defaults to
+    old = load_model({"config": {"model": "code-prior", "model_config": config_new_default}, "model": model.state_dict()})
+    assert old.config.mixture == 1 and old.gpt.mix_head is None
+    seed = (torch.rand(2, model.seed_frames, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    torch.testing.assert_close(old.rollout(seed, 20, torch.Generator().manual_seed(5), feedback="probs"),
+                               model.rollout(seed, 20, torch.Generator().manual_seed(5), feedback="probs"))
+    mixed = prior("transformer", context=6, mixture=3).eval()
+    again = load_model({"config": {"model": "code-prior", "model_config": vars(mixed.config)}, "model": mixed.state_dict()})
+    assert again.config.mixture == 3 and again.gpt.mix_head is not None

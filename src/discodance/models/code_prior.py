@@ -8,7 +8,9 @@ et al. 2017) and p(x_t+h | z_t); this model adds an autoregressive prior over it
                                                    (code_transformer.py; Bailando / T2M-GPT's second stage)
     arch=mlp                    p(z_t | z_t-k..t-1) an MLP on the last k = `order` codes (a k-th order Markov chain)
 
-with the N variables of step t independent given the past, as in the VAE's posterior. It is trained
+where the transformer's next code is a mixture of `mixture` components, in each of which the N
+variables of step t are independent (the MLP's: independent given the past, as in the VAE's
+posterior; code_transformer.py says why a mixture: variables that switch together). It is trained
 on code windows of real frames, with the cross-entropy of the codes of q under the prior, the
 prior's part of the sequential bound
 
@@ -63,7 +65,7 @@ from .blocks import (check_rollout_options, feedback_frames, frame_iou, frame_lo
                      iwae_bound, log_softmax_classes, mlp, noise, sample_one_hot)
 from .code_cache import ContextCache
 from .code_smoothing import blend_codes, remove_blips, smooth_codes
-from .code_transformer import CodeTransformer, corrupt_codes, sample_codes
+from .code_transformer import CodeTransformer, NextCodes, corrupt_codes, mixture_log_prob, pick_component, sample_codes
 from .fast_decoder import FastTop, decode_fast, distillation_loss, pick_positions
 from .code_prior_config import BASES, CodePriorConfig
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
@@ -126,7 +128,8 @@ class CodePrior(DanceModel):
         if c.arch == "mlp":
             self.transition = mlp(c.order * v.latents * v.classes, c.hidden, v.latents * v.classes, c.layers)
         else:
-            self.gpt = CodeTransformer(v.latents, v.classes, c.context, c.width, c.blocks, c.heads, c.dropout)
+            self.gpt = CodeTransformer(v.latents, v.classes, c.context, c.width, c.blocks, c.heads, c.dropout,
+                                       c.mixture)
         self.code_cache = ContextCache(v.context)   # not a module or buffer: never saved
         self.fast = None                            # the distilled last decoder block (fast_decoder.py)
         if c.fast_channels and v.arch == "conv":
@@ -145,6 +148,9 @@ class CodePrior(DanceModel):
         self.code_cache.clear()   # the cached codes belong to the encoder weights being replaced
         if self.fast is not None and not any(k.startswith("fast.") for k in state_dict):
             self.fast, self.config.fast_channels = None, 0   # a run saved before the fast block: the base decodes
+        if self.config.arch == "transformer" and self.gpt.mixture > 1 and "gpt.mix_head.weight" not in state_dict:
+            self.gpt.single_component()                      # a run saved before the mixture head
+            self.config.mixture = 1
         return super().load_state_dict(state_dict, strict, assign)
 
     # --------------------------------------------------------------------------- protocol
@@ -210,18 +216,20 @@ class CodePrior(DanceModel):
         hist = torch.cat([flat[:, i:T - k + i] for i in range(k)], -1)           # (B, T-k, k*N*K)
         return self.transition(hist).view(B, T - k, *codes.shape[-2:])
 
-    def sequence_logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """Logits of p(z_t | z_<t) for t = first .. T-1 of class indices (B, T, N): (B, T - first, N, K)."""
+    def sequence_dist(self, codes: torch.Tensor) -> NextCodes:
+        """p(z_t | z_<t) for t = first .. T-1 of class indices (B, T, N): mix (B, T - first, M),
+        logits (B, T - first, M, N, K) (the MLP's: one component)."""
         if self.config.arch == "mlp":
-            return self.transition_logits(F.one_hot(codes, self.vae.config.classes).float())
+            logits = self.transition_logits(F.one_hot(codes, self.vae.config.classes).float())
+            return NextCodes(logits.new_zeros(*logits.shape[:2], 1), logits[:, :, None])
         return self.gpt(codes[:, :-1])
 
     def prior_loss(self, codes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (B, T - first) in nats of target distributions (B, T - first, N, K) under the
-        prior given codes (B, T, N, K) one-hot or (B, T, N) class indices."""
+        """Cross-entropy (B, T - first) in nats of targets under the prior given codes (B, T, N, K)
+        one-hot or (B, T, N) class indices; targets are class indices (B, T - first, N) or
+        distributions (B, T - first, N, K)."""
         idx = codes if codes.dtype == torch.long else codes.argmax(-1)
-        log_p = log_softmax_classes(self.sequence_logits(idx))
-        return -(targets.float() * log_p).sum((-2, -1))
+        return -mixture_log_prob(self.sequence_dist(idx), targets if targets.dtype == torch.long else targets.float())
 
     @torch.no_grad()
     def sample_next(self, prompt: torch.Tensor, steps: int, generator=None, temperature: float = 1.0,
@@ -244,7 +252,7 @@ class CodePrior(DanceModel):
         targets = self.code_targets(log_q, codes)                                 # (B, T - first, N, K)
         inputs = self.feed_own_samples(corrupt_codes(codes, self.config.corrupt, log_q.shape[-1], generator), generator)
         xent = self.prior_loss(inputs, targets)                                  # (B, T - s)
-        entropy = -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1))      # H(q), 0 for argmax
+        entropy = 0.0 if targets.dtype == torch.long else -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1))  # H(q)
         loss = xent.mean() / (batch.shape[-1] * batch.shape[-2])                 # nats per pixel
         logs = {"xent_nats": xent.mean().item(), "kl_nats": (xent - entropy).mean().item(),
                 "cached_contexts": float(len(self.code_cache))}
@@ -274,7 +282,7 @@ class CodePrior(DanceModel):
         prediction, so training sees the kind of history its own rollouts make."""
         if self.config.self_feed <= 0 or self.config.arch != "transformer":
             return codes
-        own = sample_codes(self.gpt(codes[:, :-1]), generator)                   # (B, T-1, N)
+        own = sample_codes(pick_component(self.gpt(codes[:, :-1]), generator), generator)   # (B, T-1, N)
         pick = noise(torch.rand, own.shape[:2], generator).to(codes.device) < self.config.self_feed
         return torch.cat([codes[:, :1], torch.where(pick[..., None], own, codes[:, 1:])], 1)
 
@@ -292,14 +300,19 @@ class CodePrior(DanceModel):
         def draw(n: int) -> dict[str, torch.Tensor]:                            # each (B, n)
             lq, x = log_q.repeat_interleave(n, 0), target.repeat_interleave(n, 0)
             z = sample_one_hot(lq, generator)                                    # (B*n, T, N, K)
-            trans = log_softmax_classes(self.sequence_logits(z.argmax(-1)))   # (B*n, T-s, N, K)
-            log_p = torch.cat([base.expand(len(z), s, -1, -1), trans], 1)        # (B*n, T, N, K)
+            dist = self.sequence_dist(z.argmax(-1))                              # (B*n, T-s, M[, N, K])
+            log_pz = torch.cat([(z[:, :s] * base).sum((-2, -1)), mixture_log_prob(dist, z[:, s:].argmax(-1))], 1)  # (B*n, T)
+            log_qz = (z * lq).sum((-2, -1))
             ll = frame_log_likelihood(self.vae.decode(z.flatten(0, 1)), x.flatten(0, 1)).view(-1, T)
-            kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                         # (B*n, T)
+            if dist.mix.shape[-1] == 1:                                          # KL(q || p) exactly
+                log_p = torch.cat([base.expand(len(z), s, -1, -1), log_softmax_classes(dist.logits[:, :, 0])], 1)
+                kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                     # (B*n, T)
+            else:                                                                # a mixture: its one-sample estimate
+                kl = log_qz - log_pz
             kl_base = (lq.exp() * (lq - base)).sum((-2, -1))
-            z_last = sample_one_hot(trans[:, -1], generator)                     # predicted from real history
+            z_last = sample_one_hot(pick_component(dist.at(slice(None), -1), generator), generator)  # from real history
             last = self.vae.decode(z_last)                                       # (B*n, H, W) logits
-            return {"log_w": (ll + (z * (log_p - lq)).sum((-2, -1))).sum(1).view(B, n),
+            return {"log_w": (ll + log_pz - log_qz).sum(1).view(B, n),
                     "nelbo": (kl - ll).sum(1).view(B, n), "nelbo_base": (kl_base - ll).sum(1).view(B, n),
                     "kl": kl.sum(1).view(B, n),
                     "iou": frame_iou(last > 0, x[:, -1] > 0.5).view(B, n),
@@ -330,9 +343,9 @@ class CodePrior(DanceModel):
 
     def code_targets(self, log_q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """What the prior learns at positions first..T-1 of log q (B, T, N, K) read as codes (B, T, N):
-        q's probabilities (codes=sample) or the codes one-hot."""
+        q's probabilities (codes=sample, (B, T - first, N, K)) or the codes themselves (class indices)."""
         s = self.first
-        return log_q[:, s:].exp() if self.config.codes == "sample" else F.one_hot(codes[:, s:], log_q.shape[-1]).float()
+        return log_q[:, s:].exp() if self.config.codes == "sample" else codes[:, s:]
 
     # --------------------------------------------------------------------------- generation
     @torch.no_grad()

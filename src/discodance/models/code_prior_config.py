@@ -32,13 +32,14 @@ class CodePriorConfig:
     top_p: float = 1.0                 # rollout: ... and among the smallest set of probability >= top_p
     deblip: bool = True                # rollout: a class a variable takes for one step only (A, B, A) becomes A
     blend: int = 1                     # rollout: decode each frame from its code mixed with +-blend neighbours' (blend_codes)
-    stay: float = 0.5                  # rollout (transformer): nats added to each variable's log-probability of keeping its class
+    stay: float = 0.0                  # rollout (transformer): nats added to each variable's log-probability of keeping its class (0.5 before the mixture)
     decode_dtype: str = "bfloat16"     # rollout decoding on CPU: bfloat16 (autocast; only where the CPU has bfloat16 kernels, else float32) | float32
     fast_channels: int = 8             # maps of the distilled last decoder block rollouts decode with (fast_decoder.py; conv bases); 0 = none
     distil_frames: int = 4             # frames per training step that block is distilled on (4 converged in a 500-step pilot; each costs a teacher decode)
     decoder: str = "fast"              # rollout: fast (the distilled block, when the run has one) | base (the base VAE's own decoder)
     # arch=transformer
     context: int = 64                  # codes the transformer attends to (its training windows are context + 1)
+    mixture: int = 8                   # components of the next code's distribution (1: its N variables independent given the past; docs/code-prior.md)
     slide: int = 0                     # rollout: codes the full context window moves at a time (0: context // 2)
     width: int = 64                    # 64 beat 128 at equal budget on both datasets (docs/code-prior.md)
     blocks: int = 4
@@ -73,6 +74,7 @@ class CodePriorConfig:
         require(self.slide < self.context, f"slide ({self.slide}) must be below context ({self.context}); 0 = context // 2")
         require(self.heads >= 1 and self.width % self.heads == 0, f"width ({self.width}) must be a multiple of heads ({self.heads})")
         require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        require(1 <= self.mixture <= 256, f"mixture must be in 1..256, got {self.mixture}")
         require(self.base_config is not None, "code-prior needs a trained gumbel-vae: --set base_run=RUN_FOLDER")
         require(isinstance(self.base_config, dict), f"base_config must be a gumbel-vae config, got {self.base_config!r}")
         base = from_dict(GumbelVAEConfig, self.base_config).validate()

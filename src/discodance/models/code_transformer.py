@@ -2,12 +2,21 @@
 
 Each step t is one frame's code z_t = (z_t,1 .. z_t,N), N categorical variables of K classes. The
 step's input vector is the sum of N learned per-variable embeddings of its classes plus a learned
-position embedding; the output is N x K logits of the next step's code, whose N variables are
-independent given the past (as in the VAE's posterior):
+position embedding; the output is the distribution of the next step's code, a mixture of M
+components in each of which the N variables are independent (M = 1: independent given the past,
+as in the VAE's posterior):
 
     h_t^0        = sum_n E_n[z_t,n] + P[t]                                  (D,)   t = 0 .. T-1
     h^l          = h^l-1 + Attn(LN(h^l-1)),  h^l += MLP(LN(h^l))           pre-LN blocks, causal attention
-    p(z_t+1 | z_<=t) = prod_n Cat(z_t+1,n; softmax(W LN(h_t^L))_n)         (N, K)
+    [a, l]       = W LN(h_t^L)                                              a (M,), l (M, N, K)
+    p(z_t+1 | z_<=t) = sum_m softmax(a)_m prod_n Cat(z_t+1,n; softmax(l_m,n))
+
+Why a mixture: with M = 1 every variable decides on its own when to change class, so a rollout's
+variables switch at the real rate but not together, and the decoded dancer moves at 60-80 % of
+the real speed (docs/code-prior.md, "Variables that move together"). A component can say "all
+stay" or "all move to the next pose": a mixture of factorised distributions is the classical
+latent-class model (Lazarsfeld 1950; as a neural output layer, Bishop 1994's mixture density
+network with categorical components); sampling picks a component, then every variable from it.
 
 Attention is Vaswani et al. 2017, "Attention Is All You Need" (eq. 1: softmax(Q K^T / sqrt(d_k)) V;
 Sec. 3.2.2: multi-head; Sec. 3.2.3: the mask that keeps position t from seeing t' > t; Sec. 3.5:
@@ -27,12 +36,23 @@ cost one position's work; rollouts of any length slide the context window (see `
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import gumbel_noise, log_softmax_classes, noise, softmax_classes
+
+class NextCodes(NamedTuple):
+    """The prior's distribution of a next step's code: a mixture of M factorised components."""
+    mix: torch.Tensor      # (..., M) component logits
+    logits: torch.Tensor   # (..., M, N, K) class logits of each component's N variables
+
+    def at(self, *index) -> "NextCodes":
+        """The distributions at `index` of the leading axes, e.g. at(slice(None), -1): each sequence's last."""
+        return NextCodes(self.mix[index], self.logits[index])
+
 
 class KVCache:
     """Every layer's keys and values of the positions seen so far, preallocated for the whole context
@@ -107,20 +127,27 @@ class Block(nn.Module):
 
 
 class CodeTransformer(nn.Module):
-    """codes (B, T, N) long -> next-step logits (B, T, N, K); T <= context."""
+    """codes (B, T, N) long -> each next step's NextCodes: mix (B, T, M), logits (B, T, M, N, K); T <= context."""
 
     def __init__(self, latents: int, classes: int, context: int = 64, width: int = 128, layers: int = 4,
-                 heads: int = 4, dropout: float = 0.0):
+                 heads: int = 4, dropout: float = 0.0, mixture: int = 1):
         super().__init__()
-        self.latents, self.classes, self.context = latents, classes, context
+        self.latents, self.classes, self.context, self.mixture = latents, classes, context, mixture
         self.code_emb = nn.Embedding(latents * classes, width)                  # N tables of K rows, stacked
         self.pos_emb = nn.Embedding(context, width)
         self.register_buffer("offsets", torch.arange(latents) * classes, persistent=False)   # (N,)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
         self.ln_f = nn.LayerNorm(width)
-        self.head = nn.Linear(width, latents * classes)
+        self.head = nn.Linear(width, mixture * latents * classes)
+        self.mix_head = nn.Linear(width, mixture) if mixture > 1 else None        # the components' weights
         self.apply(_init)
+
+    def single_component(self) -> None:
+        """Replace the heads by one component's (mixture 1), e.g. to load a run saved before the mixture."""
+        width = self.head.in_features
+        self.mixture, self.mix_head = 1, None
+        self.head = nn.Linear(width, self.latents * self.classes).to(self.head.weight)
 
     def new_cache(self, batch: int) -> KVCache:
         """An empty key/value cache for `batch` sequences of up to `context` steps."""
@@ -128,9 +155,10 @@ class CodeTransformer(nn.Module):
         width = self.pos_emb.weight.shape[1]
         return KVCache(len(self.blocks), batch, heads, self.context, width // heads, self.pos_emb.weight)
 
-    def forward(self, codes: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits of every next step (B, T, N, K). With a cache holding S steps, codes are steps
-        S .. S+T-1: only they are computed, and the cache is extended by them."""
+    def forward(self, codes: torch.Tensor, cache: KVCache | None = None) -> NextCodes:
+        """The distribution of every next step (mix (B, T, M), logits (B, T, M, N, K)). With a cache
+        holding S steps, codes are steps S .. S+T-1: only they are computed, and the cache is
+        extended by them."""
         B, T, N = codes.shape
         S = 0 if cache is None else cache.length
         assert S + T <= self.context, f"{S + T} steps exceed the context of {self.context}"
@@ -140,8 +168,15 @@ class CodeTransformer(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.length = S + T
-        logits = self.head(self.ln_f(x))                                        # (B, T, N*K)
-        return logits.view(B, T, N, self.classes)
+        return self.heads(self.ln_f(x))
+
+    def heads(self, h: torch.Tensor) -> NextCodes:
+        """Final features (..., D) -> NextCodes (M = 1: one component of weight 1)."""
+        lead = h.shape[:-1]
+        logits = F.linear(h, self.head.weight, self.head.bias).view(*lead, self.mixture, self.latents, self.classes)
+        if self.mix_head is None:
+            return NextCodes(h.new_zeros(*lead, 1), logits)
+        return NextCodes(F.linear(h, self.mix_head.weight, self.mix_head.bias), logits)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """sum_n E_n[z_t,n] of codes (B, T, N): (B, T, D), as one matrix product of the codes' N-hot
@@ -152,8 +187,8 @@ class CodeTransformer(nn.Module):
         hot = weight.new_zeros(B * T, N * self.classes).scatter_(1, (codes + self.offsets).view(B * T, N), 1.0)
         return (hot @ weight).view(B, T, -1)
 
-    def step(self, codes: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """forward() for one new step: codes (B, N) at position cache.length -> its logits (B, N, K)."""
+    def step(self, codes: torch.Tensor, cache: KVCache) -> NextCodes:
+        """forward() for one new step: codes (B, N) at position cache.length -> its NextCodes (B, M[, N, K])."""
         B, N = codes.shape
         S = cache.length
         assert S < self.context, f"{S + 1} steps exceed the context of {self.context}"
@@ -162,8 +197,7 @@ class CodeTransformer(nn.Module):
             x = block.step(x, cache, i)
         cache.length = S + 1
         D = x.shape[-1]
-        return F.linear(F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias),
-                        self.head.weight, self.head.bias).view(B, N, self.classes)
+        return self.heads(F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias))
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, steps: int, generator: torch.Generator | None = None,
@@ -186,16 +220,17 @@ class CodeTransformer(nn.Module):
         codes = prompt.new_empty(B, P + steps, N)                               # prompt, then the samples
         codes[:, :P] = prompt
         cache = self.new_cache(B)
-        logits = self(prompt[:, -self.context:], cache)[:, -1]                  # (B, N, K)
+        dist = self(prompt[:, -self.context:], cache).at(slice(None), -1)      # mix (B, M), logits (B, M, N, K)
         for t in range(P, P + steps):
+            logits = pick_component(dist, generator, temperature)               # (B, N, K)
             if stay:  # raw logits suffice: a variable's softmax ignores a shift of all its classes
                 logits = logits.scatter_add(-1, codes[:, t - 1, :, None], logits.new_full((B, N, 1), stay))
             codes[:, t] = sample_codes(logits, generator, temperature, top_k, top_p)
             if cache.length >= self.context:                                    # full: slide and re-encode
                 cache.length = 0
-                logits = self(codes[:, t + 1 - keep:t + 1], cache)[:, -1]
+                dist = self(codes[:, t + 1 - keep:t + 1], cache).at(slice(None), -1)
             else:
-                logits = self.step(codes[:, t], cache)
+                dist = self.step(codes[:, t], cache)
         return codes[:, P:]
 
 
@@ -205,6 +240,34 @@ def _init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------- the mixture
+def mixture_log_prob(dist: NextCodes, targets: torch.Tensor) -> torch.Tensor:
+    """Log-probability (...) under the mixture of codes given as class indices (..., N), or the
+    expected one of target distributions over each variable's classes (..., N, K):
+    log sum_m w_m exp(sum_n,k t_nk log p_m,n,k). Indices skip the (..., M, N, K) product with
+    one-hot targets, most of a mixture's training step on CPU."""
+    logits = dist.logits.float()                                                # (..., M, N, K)
+    if targets.dtype == torch.long:
+        index = targets.unsqueeze(-2).unsqueeze(-1).expand(*logits.shape[:-1], 1)   # (..., M, N, 1)
+        picked = logits.gather(-1, index).squeeze(-1) - logits.logsumexp(-1)      # (..., M, N)
+        per = picked.sum(-1)
+    else:
+        per = (targets.unsqueeze(-3) * log_softmax_classes(logits)).sum((-2, -1))   # (..., M)
+    return torch.logsumexp(F.log_softmax(dist.mix.float(), -1) + per, -1)
+
+
+def pick_component(dist: NextCodes, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+    """The class logits (..., N, K) of one component per distribution, drawn by its weight at
+    `temperature` (0: the heaviest). One component: its logits, and no noise is drawn."""
+    if dist.mix.shape[-1] == 1:
+        return dist.logits[..., 0, :, :]
+    mix = F.log_softmax(dist.mix.float(), -1)
+    if temperature > 0:
+        mix = mix / temperature + gumbel_noise(mix.shape, generator, mix.device)
+    pick = mix.argmax(-1)[..., None, None, None].expand(*mix.shape[:-1], 1, *dist.logits.shape[-2:])
+    return dist.logits.gather(-3, pick).squeeze(-3)
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from discodance.models.blocks import ConvDecoder, ConvEncoder
-from discodance.models.code_prior import cpu_has_bfloat16
+from discodance.models.fast_decoder import cpu_has_bfloat16
 from discodance.models.fast_decoder import FastTop, decode_fast
 from discodance.models.gumbel_vae import GumbelVAEConfig
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from discodance.models import build_model, model_config
-from discodance.models.code_transformer import (CodeTransformer, NextCodes, corrupt_codes, filter_logits,
-                                                mixture_log_prob, pick_component, sample_codes)
+from discodance.models.code_transformer import (CodeTransformer, NextCodes, PickedLogSoftmax, corrupt_codes,
+                                                filter_logits, mixture_log_prob, pick_component, sample_codes)
 
 from conftest import TINY_MODEL
 
@@ -96,6 +96,15 @@ def test_a_mixture_moves_variables_together_where_independent_variables_cannot()
         assert 0.35 < moved.mean().item() < 0.65, (mixture, moved.mean().item())   # both learn the rate
     assert split[4] < 0.05, split     # steps where some variables move and others do not
     assert split[1] > 0.6, split      # independent variables: 1 - 2 / 2**4 = 0.875 expected
+
+
+def test_picked_log_softmax_has_the_value_and_gradient_of_gathering_from_log_softmax():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 5, 7, dtype=torch.double, generator=g, requires_grad=True)
+    index = torch.randint(0, 7, (3, 1, 5, 1), generator=g).expand(3, 4, 5, 1)   # one code, every component
+    assert torch.autograd.gradcheck(lambda x: PickedLogSoftmax.apply(x, index), (logits,))
+    torch.testing.assert_close(PickedLogSoftmax.apply(logits, index),
+                               torch.log_softmax(logits, -1).gather(-1, index).squeeze(-1))
 
 
 def test_mixture_sampling_and_log_prob_agree_with_the_mixture_they_describe():

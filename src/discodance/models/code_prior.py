@@ -66,22 +66,11 @@ from .blocks import (check_rollout_options, feedback_frames, frame_iou, frame_lo
 from .code_cache import ContextCache
 from .code_smoothing import blend_codes, remove_blips, smooth_codes
 from .code_transformer import CodeTransformer, NextCodes, corrupt_codes, mixture_log_prob, pick_component, sample_codes
-from .fast_decoder import FastTop, decode_fast, distillation_loss, pick_positions
+from .fast_decoder import FastTop, cpu_has_bfloat16, decode_fast, distillation_loss, pick_positions
 from .code_prior_config import BASES, CodePriorConfig
 from .gumbel_vae import GumbelVAE, GumbelVAEConfig
 
 DECODE_CHUNK = 64     # frames decoded per call in a rollout (larger batches are slower per frame on CPU)
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 / AMX). Elsewhere it is emulated:
-    on an AVX2-only CPU, decoding a batch of 64 frames under bfloat16 autocast took 26x as long as
-    in float32 (transposed convolutions fall back to a slow reference kernel)."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:
-        return False
 
 
 def _read_base(run: str) -> dict:

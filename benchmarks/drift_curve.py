@@ -32,9 +32,7 @@ from discodance.evaluation.evalnet import load_or_train  # noqa: E402
 from discodance.evaluation.full import FullEvalConfig, implausible_flags, timed_rollouts  # noqa: E402
 from discodance.runs import open_run  # noqa: E402
 from long_drift import override  # noqa: E402
-from prior_memory import nearest  # noqa: E402
-
-WINDOW, SEGMENT = 64, 40
+from prior_memory import SEGMENT, WINDOW, nearest  # noqa: E402
 
 
 class Reference:
@@ -86,8 +84,7 @@ def main() -> None:
     for run in args.runs:
         model, _, _ = open_run(run, ds.path, "cpu")
         changed = override(model, args.set)
-        cfg.horizons = (ends[-1],)                       # one rollout to the last end; windows cut from it
-        frames, _ = timed_rollouts(model, ds, cfg, "cpu")
+        frames, _ = timed_rollouts(model, ds, FullEvalConfig(rollouts=args.rollouts, horizons=(ends[-1],)).validate(), "cpu")
         rows.append({"run": run, **({"set": changed} if changed else {}),
                      **{str(e): reference.window_row(frames[:, e - WINDOW + 1:e + 1], net, ref) for e in ends}})
     for row in rows:

@@ -60,7 +60,13 @@ def override(model, sets: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not hasattr(model.config, key):
             raise SystemExit(f"--set {item!r}: expected key=value with a key of the run's model config")
-        out[key] = type(getattr(model.config, key))(value)
+        kind = type(getattr(model.config, key))
+        if kind is bool:                      # bool("False") is True
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {item!r}: expected true or false")
+            out[key] = value.lower() in ("true", "1")
+        else:
+            out[key] = kind(value)
         setattr(model.config, key, out[key])
     return out
 

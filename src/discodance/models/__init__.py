@@ -60,7 +60,9 @@ def load_model(ckpt: dict, device="cpu") -> DanceModel:
     --set values, on `device`, in eval mode. The one place a trained model is rebuilt."""
     cfg = ckpt["config"]
     try:
-        config = model_config(cfg["model"], cfg["model_config"].get("frame_size", (0, 0)), cfg["model_config"])
+        model_class = REGISTRY.get(cfg["model"])
+        settings = model_class.saved_settings(cfg["model_config"], ckpt["model"]) if model_class else cfg["model_config"]
+        config = model_config(cfg["model"], settings.get("frame_size", (0, 0)), settings)
         model = build_model(cfg["model"], config)
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError, ValueError):

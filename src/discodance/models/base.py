@@ -57,6 +57,14 @@ class DanceModel(nn.Module):
         return config
 
     @classmethod
+    def saved_settings(cls, settings: dict, state_dict: dict) -> dict:
+        """A saved run's model settings (JSON), with settings added since it was saved set to what
+        its weights were trained as, where the new default would not fit them (code-prior: a run
+        from before the mixture head has one component). Called before the model is built, so
+        --resume, generate and evaluate rebuild the run as it was. Most models: unchanged."""
+        return settings
+
+    @classmethod
     def first_stage(cls, sets: dict[str, str]) -> tuple[str, dict[str, str]] | None:
         """For a model that builds on a frozen, separately trained first stage (code-prior on a
         gumbel-vae, vae-lstm-mdn stage=lstm on a stage=vae run) and was given --set values `sets`

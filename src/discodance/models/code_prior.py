@@ -133,13 +133,16 @@ class CodePrior(DanceModel):
         self.vae.load_state_dict(ckpt["model"])
         self.code_cache.clear()
 
+    @classmethod
+    def saved_settings(cls, settings: dict, state_dict: dict) -> dict:
+        """Runs saved before the fast block (no fast.* weights) decode with the base; runs saved
+        before the mixture head (no gpt.mix_head) have one component."""
+        legacy = {"fast_channels": 0 if not any(k.startswith("fast.") for k in state_dict) else None,
+                  "mixture": 1 if "gpt.mix_head.weight" not in state_dict else None}
+        return {**{k: v for k, v in legacy.items() if v is not None and k not in settings}, **settings}
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self.code_cache.clear()   # the cached codes belong to the encoder weights being replaced
-        if self.fast is not None and not any(k.startswith("fast.") for k in state_dict):
-            self.fast, self.config.fast_channels = None, 0   # a run saved before the fast block: the base decodes
-        if self.config.arch == "transformer" and self.gpt.mixture > 1 and "gpt.mix_head.weight" not in state_dict:
-            self.gpt.single_component()                      # a run saved before the mixture head
-            self.config.mixture = 1
         return super().load_state_dict(state_dict, strict, assign)
 
     # --------------------------------------------------------------------------- protocol
@@ -218,7 +221,7 @@ class CodePrior(DanceModel):
         one-hot or (B, T, N) class indices; targets are class indices (B, T - first, N) or
         distributions (B, T - first, N, K)."""
         idx = codes if codes.dtype == torch.long else codes.argmax(-1)
-        return -mixture_log_prob(self.sequence_dist(idx), targets if targets.dtype == torch.long else targets.float())
+        return -mixture_log_prob(self.sequence_dist(idx), targets.float() if targets.is_floating_point() else targets)
 
     @torch.no_grad()
     def sample_next(self, prompt: torch.Tensor, steps: int, generator=None, temperature: float = 1.0,
@@ -238,10 +241,11 @@ class CodePrior(DanceModel):
     def forward(self, batch: torch.Tensor, step: int = 0, generator: torch.Generator | None = None):
         log_q = self.cached_log_q(batch)[:, :self.train_codes]                   # (B, T, N, K)
         codes = self.read_codes(log_q, generator)                                # (B, T, N) class indices
-        targets = self.code_targets(log_q, codes)                                 # (B, T - first, N, K)
+        targets = self.code_targets(log_q, codes)                                 # (B, T - first, N[, K])
         inputs = self.feed_own_samples(corrupt_codes(codes, self.config.corrupt, log_q.shape[-1], generator), generator)
         xent = self.prior_loss(inputs, targets)                                  # (B, T - s)
-        entropy = 0.0 if targets.dtype == torch.long else -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1))  # H(q)
+        soft = targets.is_floating_point()                                       # codes=sample: q's probabilities
+        entropy = -(targets * targets.clamp_min(1e-12).log()).sum((-2, -1)) if soft else 0.0   # H(q)
         loss = xent.mean() / (batch.shape[-1] * batch.shape[-2])                 # nats per pixel
         logs = {"xent_nats": xent.mean().item(), "kl_nats": (xent - entropy).mean().item(),
                 "cached_contexts": float(len(self.code_cache))}
@@ -293,12 +297,12 @@ class CodePrior(DanceModel):
             log_pz = torch.cat([(z[:, :s] * base).sum((-2, -1)), mixture_log_prob(dist, z[:, s:].argmax(-1))], 1)  # (B*n, T)
             log_qz = (z * lq).sum((-2, -1))
             ll = frame_log_likelihood(self.vae.decode(z.flatten(0, 1)), x.flatten(0, 1)).view(-1, T)
+            kl_base = (lq.exp() * (lq - base)).sum((-2, -1))                     # (B*n, T)
             if dist.mix.shape[-1] == 1:                                          # KL(q || p) exactly
                 log_p = torch.cat([base.expand(len(z), s, -1, -1), log_softmax_classes(dist.logits[:, :, 0])], 1)
-                kl = (lq.exp() * (lq - log_p)).sum((-2, -1))                     # (B*n, T)
-            else:                                                                # a mixture: its one-sample estimate
-                kl = log_qz - log_pz
-            kl_base = (lq.exp() * (lq - base)).sum((-2, -1))
+                kl = (lq.exp() * (lq - log_p)).sum((-2, -1))
+            else:                     # a mixture: exact on the first positions (the VAE's prior), one-sample after
+                kl = torch.cat([kl_base[:, :s], (log_qz - log_pz)[:, s:]], 1)
             z_last = sample_one_hot(pick_component(dist.at(slice(None), -1), generator), generator)  # from real history
             last = self.vae.decode(z_last)                                       # (B*n, H, W) logits
             return {"log_w": (ll + log_pz - log_qz).sum(1).view(B, n),

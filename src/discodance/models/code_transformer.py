@@ -43,8 +43,10 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .blocks import gumbel_noise, log_softmax_classes, noise, softmax_classes
+
 
 class NextCodes(NamedTuple):
     """The prior's distribution of a next step's code: a mixture of M factorised components."""
@@ -145,12 +147,6 @@ class CodeTransformer(nn.Module):
         self.mix_head = nn.Linear(width, mixture) if mixture > 1 else None        # the components' weights
         self.apply(_init)
 
-    def single_component(self) -> None:
-        """Replace the heads by one component's (mixture 1), e.g. to load a run saved before the mixture."""
-        width = self.head.in_features
-        self.mixture, self.mix_head = 1, None
-        self.head = nn.Linear(width, self.latents * self.classes).to(self.head.weight)
-
     def new_cache(self, batch: int) -> KVCache:
         """An empty key/value cache for `batch` sequences of up to `context` steps."""
         heads = self.blocks[0].attn.heads
@@ -170,9 +166,9 @@ class CodeTransformer(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.length = S + T
-        return self.heads(self.ln_f(x))
+        return self.next_codes(self.ln_f(x))
 
-    def heads(self, h: torch.Tensor) -> NextCodes:
+    def next_codes(self, h: torch.Tensor) -> NextCodes:
         """Final features (..., D) -> NextCodes (M = 1: one component of weight 1)."""
         lead = h.shape[:-1]
         logits = F.linear(h, self.head.weight, self.head.bias).view(*lead, self.mixture, self.latents, self.classes)
@@ -199,7 +195,7 @@ class CodeTransformer(nn.Module):
             x = block.step(x, cache, i)
         cache.length = S + 1
         D = x.shape[-1]
-        return self.heads(F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias))
+        return self.next_codes(F.layer_norm(x, (D,), self.ln_f.weight, self.ln_f.bias))
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, steps: int, generator: torch.Generator | None = None,
@@ -246,12 +242,13 @@ def _init(module: nn.Module) -> None:
 
 # ----------------------------------------------------------------------------- the mixture
 def mixture_log_prob(dist: NextCodes, targets: torch.Tensor) -> torch.Tensor:
-    """Log-probability (...) under the mixture of codes given as class indices (..., N), or the
-    expected one of target distributions over each variable's classes (..., N, K):
-    log sum_m w_m exp(sum_n,k t_nk log p_m,n,k). Indices skip the (..., M, N, K) product with
-    one-hot targets, most of a mixture's training step on CPU."""
+    """Log-probability (...) under the mixture of codes given as class indices (..., N); for
+    target distributions over each variable's classes (..., N, K), log sum_m w_m exp(sum_n,k
+    t_nk log p_m,n,k), which is E_t[log p] for one component and a lower bound on it for several
+    (the evidence bound with component weights that ignore z; codes=sample trains a mixture on it). Indices skip the (..., M, N, K)
+    product with one-hot targets, most of a mixture's training step on CPU."""
     logits = dist.logits.float()                                                # (..., M, N, K)
-    if targets.dtype == torch.long:
+    if not targets.is_floating_point():
         index = targets.unsqueeze(-2).unsqueeze(-1).expand(*logits.shape[:-1], 1)   # (..., M, N, 1)
         per = PickedLogSoftmax.apply(logits, index).sum(-1)                     # (..., M)
     else:
@@ -272,6 +269,7 @@ class PickedLogSoftmax(torch.autograd.Function):
         return (logits.gather(-1, index) - lse).squeeze(-1)
 
     @staticmethod
+    @once_differentiable                                  # the backward works in place
     def backward(ctx, grad: torch.Tensor):
         logits, index, lse = ctx.saved_tensors
         g = grad.unsqueeze(-1)                                                  # (..., 1)

@@ -26,7 +26,8 @@ from .folders import FolderLock, Replacement, check_target
 # minutes go to the prior, which is what the dances are made of.
 DEMO_MODEL = {"channels": (16, 32, 64, 128), "hidden": 256}
 DEMO_STEPS = 1200
-PRIOR_STEPS = 900           # transformer steps of 32 windows of 65 codes (width 64: ~80 s on 2 cores)
+PRIOR_STEPS = 600           # transformer steps of 32 windows of 65 codes (mixture 8: ~0.2 s each on 2 cores;
+                            # at 400 its dances jumped between poses: flicker 1.8x the real dancer's)
 PRIOR_SHARE = 0.45          # of --minutes: the prior's wall-clock cap (the VAE gets the rest)
 DEMO_ROLLOUT = dict(num=8, steps=48, temperature=1.0, feedback="binary")
 

@@ -17,7 +17,6 @@ One JSON object per run. docs/code-prior.md ("Variables that move together") quo
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ from discodance.evaluation import stats  # noqa: E402
 from discodance.evaluation.full import FullEvalConfig, load_windows, seed_starts, timed_rollouts  # noqa: E402
 from discodance.models.code_smoothing import blend_codes, remove_blips  # noqa: E402
 from discodance.runs import open_run  # noqa: E402
-from long_drift import override  # noqa: E402
+from long_drift import drift_arguments, override, training_windows  # noqa: E402
 
 WINDOW, SHIFTS, FROZEN = 64, (0, 1, 2, 4), 0.02
 
@@ -85,23 +84,14 @@ def sampled(model, ds, rollouts: int = 64, steps: int = 1024) -> dict:
 
 def decoded_rollouts(model, ds, rollouts: int) -> dict:
     frames, _ = timed_rollouts(model, ds, FullEvalConfig(rollouts=rollouts, horizons=(256, 1024)).validate(), "cpu")
-    rng = np.random.default_rng(0)
-    idx = rng.choice(ds.window_starts("train", WINDOW), rollouts)[:, None] + np.arange(WINDOW)
-    out = {"real_train": motion(ds.frames[idx])}
+    out = {"real_train": motion(ds.frames[training_windows(ds, rollouts, np.random.default_rng(0))])}
     for h in (256, 1024):
         out[str(h)] = motion(frames[:, h - WINDOW + 1:h + 1])
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data")
-    ap.add_argument("runs", nargs="+")
-    ap.add_argument("--rollouts", type=int, default=128)
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a rollout setting of every run's model config (e.g. stay=0.5)")
-    args = ap.parse_args()
+    args = drift_arguments(__doc__, "stay=0.5").parse_args()
     torch.set_num_threads(1)
     ds = load_dataset(args.data)
     for run in args.runs:

@@ -14,7 +14,6 @@ One JSON object per run on stdout (and appended to --out). docs/code-prior.md qu
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -31,7 +30,7 @@ from discodance.evaluation import stats  # noqa: E402
 from discodance.evaluation.evalnet import load_or_train  # noqa: E402
 from discodance.evaluation.full import FullEvalConfig, implausible_flags, timed_rollouts  # noqa: E402
 from discodance.runs import open_run  # noqa: E402
-from long_drift import override  # noqa: E402
+from long_drift import drift_arguments, override, training_windows  # noqa: E402
 from prior_memory import SEGMENT, WINDOW, nearest  # noqa: E402
 
 
@@ -62,13 +61,8 @@ class Reference:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data")
-    ap.add_argument("runs", nargs="+")
-    ap.add_argument("--rollouts", type=int, default=128)
+    ap = drift_arguments(__doc__, "stay=0.5")
     ap.add_argument("--ends", default="64,256,1024,2048")
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     ends = sorted(int(e) for e in args.ends.split(","))
     if ends[0] < WINDOW:
@@ -78,8 +72,7 @@ def main() -> None:
     cfg = FullEvalConfig(rollouts=args.rollouts, horizons=(256, 1024)).validate()
     net, ref = load_or_train(ds, cfg.evalnet, device="cpu")
     reference = Reference(ds, net)
-    rng = np.random.default_rng(0)
-    idx = rng.choice(ds.window_starts("train", WINDOW), args.rollouts)[:, None] + np.arange(WINDOW)
+    idx = training_windows(ds, args.rollouts, np.random.default_rng(0))
     rows = [{"data": str(ds.path), "real_train_windows": reference.window_row(ds.frames[idx], net, ref)}]
     for run in args.runs:
         model, _, _ = open_run(run, ds.path, "cpu")

@@ -34,15 +34,31 @@ WINDOW = 64
 HORIZONS = (256, 1024)
 
 
+def training_windows(ds, windows: int, rng: np.random.Generator, length: int = WINDOW) -> np.ndarray:
+    """Frame indices (windows, length) of random real training windows (never crossing clips)."""
+    return rng.choice(ds.window_starts("train", length), windows)[:, None] + np.arange(length)
+
+
+def drift_arguments(doc: str, set_example: str) -> argparse.ArgumentParser:
+    """The command line the long-rollout benchmarks share: DATA RUN [RUN ...] --rollouts --out --set."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("data")
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--rollouts", type=int, default=128)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help=f"override a rollout setting of every run's model config (e.g. {set_example})")
+    return ap
+
+
 def real_window_fds(ds, net, reference: np.ndarray, windows: int, length: int = WINDOW, draws: int = 8,
                     seed: int = 0) -> np.ndarray:
     """Frame FD to `reference` features of `windows` random real training windows of `length`
-    frames (never crossing clips), sampled the way rollouts are measured; one value per draw."""
+    frames, sampled the way rollouts are measured; one value per draw."""
     rng = np.random.default_rng(seed)
-    starts = ds.window_starts("train", length)
     fds = []
     for _ in range(draws):
-        idx = (rng.choice(starts, windows)[:, None] + np.arange(length)).ravel()
+        idx = training_windows(ds, windows, rng, length).ravel()
         fds.append(stats.frechet_distance(net.embed(ds.frames[idx])["features"], reference))
     return np.array(fds)
 
@@ -112,14 +128,7 @@ def paired_bootstrap(early: np.ndarray, late: np.ndarray, statistic, draws: int 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data")
-    ap.add_argument("runs", nargs="+")
-    ap.add_argument("--rollouts", type=int, default=128)
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a rollout setting of every run's model config (e.g. top_p=0.9)")
-    args = ap.parse_args()
+    args = drift_arguments(__doc__, "top_p=0.9").parse_args()
     torch.set_num_threads(1)
     ds = load_dataset(args.data)
     cfg = FullEvalConfig(rollouts=args.rollouts, horizons=HORIZONS).validate()

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from discodance.checkpoint import load_checkpoint
 from discodance.config import TrainConfig
 from discodance.models import build_model, load_model, model_config
-from discodance.models.code_transformer import NextCodes, PickedLogSoftmax, mixture_log_prob, pick_component, sample_codes
+from discodance.models.code_transformer import (CodeTransformer, NextCodes, PickedLogSoftmax, mixture_log_prob,
+                                                pick_component, sample_codes)
 from discodance.train import train
 
 from conftest import TINY_MODEL
@@ -81,6 +82,34 @@ def test_mixture_sampling_and_log_prob_agree_with_the_mixture_they_describe():
     expected = F.log_softmax(dist.logits[0], -1)[[0, 1], codes].sum(-1)
     got = mixture_log_prob(NextCodes(one.mix.expand(9, 1), one.logits.expand(9, 1, 2, 3)), F.one_hot(codes, 3).float())
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("mixture", [1, 5])
+@pytest.mark.parametrize("batch", [1, 9])
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_drawn_logits_are_the_picked_components_of_the_full_head(mixture, batch, temperature):
+    """A single rollout computes only its drawn component's logits: the same draw and the same
+    logits as computing every component's and picking one, from the same generator state."""
+    torch.manual_seed(0)
+    net = CodeTransformer(latents=3, classes=K, context=8, width=16, layers=1, heads=2, mixture=mixture).eval()
+    for p in net.parameters():                     # untrained heads are near-uniform: make components differ
+        p.data.normal_(0, 1)
+    h = torch.randn(batch, 16)
+    full = pick_component(net.next_codes(h), torch.Generator().manual_seed(3), temperature)   # (B, N, K)
+    drawn = net.drawn_logits(h, torch.Generator().manual_seed(3), temperature)
+    assert drawn.shape == (batch, 3, K)
+    torch.testing.assert_close(drawn, full, rtol=1e-5, atol=1e-5)
+    if mixture > 1 and batch == 1:                 # and the draw matters: another seed picks another component
+        others = [net.drawn_logits(h, torch.Generator().manual_seed(s), temperature) for s in range(20)]
+        assert temperature == 0 or any(not torch.allclose(o, drawn) for o in others)
+
+
+def test_generate_returns_an_ordinary_tensor():
+    """generate() samples in inference mode; its codes must still be usable like any tensor."""
+    net = CodeTransformer(latents=3, classes=K, context=8, width=16, layers=1, heads=2, mixture=2).eval()
+    codes = net.generate(torch.zeros(2, 3, 3, dtype=torch.long), 5, torch.Generator().manual_seed(0))
+    assert not codes.is_inference() and codes.shape == (2, 5, 3)
+    codes[:, 0] = 0                                # an in-place edit outside inference mode
 
 
 def test_a_run_saved_before_the_mixture_head_loads_as_one_component():

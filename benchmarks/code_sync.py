@@ -31,8 +31,7 @@ from discodance.data.dataset import load_dataset  # noqa: E402
 from discodance.evaluation import stats  # noqa: E402
 from discodance.evaluation.full import FullEvalConfig, load_windows, seed_starts, timed_rollouts  # noqa: E402
 from discodance.models.code_smoothing import blend_codes, remove_blips  # noqa: E402
-from discodance.runs import open_run  # noqa: E402
-from long_drift import drift_arguments, override, training_windows  # noqa: E402
+from long_drift import drift_arguments, open_with_settings, training_windows  # noqa: E402
 
 WINDOW, SHIFTS, FROZEN = 64, (0, 1, 2, 4), 0.02
 
@@ -95,9 +94,7 @@ def main() -> None:
     torch.set_num_threads(1)
     ds = load_dataset(args.data)
     for run in args.runs:
-        model, _, _ = open_run(run, ds.path, "cpu")
-        model.eval()
-        changed = override(model, args.set)
+        model, changed = open_with_settings(run, ds, args.set)
         row = {"run": run, "mixture": getattr(model.config, "mixture", 1), "stay": model.config.stay,
                **({"set": changed} if changed else {}), "desync": desync(model, ds),
                "codes": sampled(model, ds), "decoded": decoded_rollouts(model, ds, args.rollouts)}

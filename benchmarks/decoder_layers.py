@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from discodance.models.blocks import ConvDecoder, ConvEncoder
-from discodance.models.fast_decoder import cpu_has_bfloat16
-from discodance.models.fast_decoder import FastTop, decode_fast
+from discodance.models.fast_decoder import FastTop, cpu_has_bfloat16, decode_fast
 from discodance.models.gumbel_vae import GumbelVAEConfig
 
 

@@ -29,8 +29,7 @@ from discodance.data.dataset import load_dataset  # noqa: E402
 from discodance.evaluation import stats  # noqa: E402
 from discodance.evaluation.evalnet import load_or_train  # noqa: E402
 from discodance.evaluation.full import FullEvalConfig, implausible_flags, timed_rollouts  # noqa: E402
-from discodance.runs import open_run  # noqa: E402
-from long_drift import drift_arguments, override, training_windows  # noqa: E402
+from long_drift import drift_arguments, open_with_settings, training_windows  # noqa: E402
 from prior_memory import SEGMENT, WINDOW, nearest  # noqa: E402
 
 
@@ -75,8 +74,7 @@ def main() -> None:
     idx = training_windows(ds, args.rollouts, np.random.default_rng(0))
     rows = [{"data": str(ds.path), "real_train_windows": reference.window_row(ds.frames[idx], net, ref)}]
     for run in args.runs:
-        model, _, _ = open_run(run, ds.path, "cpu")
-        changed = override(model, args.set)
+        model, changed = open_with_settings(run, ds, args.set)
         frames, _ = timed_rollouts(model, ds, FullEvalConfig(rollouts=args.rollouts, horizons=(ends[-1],)).validate(), "cpu")
         rows.append({"run": run, **({"set": changed} if changed else {}),
                      **{str(e): reference.window_row(frames[:, e - WINDOW + 1:e + 1], net, ref) for e in ends}})

@@ -28,7 +28,9 @@ from discodance.data.dataset import load_dataset  # noqa: E402
 from discodance.evaluation import stats  # noqa: E402
 from discodance.evaluation.evalnet import load_or_train  # noqa: E402
 from discodance.evaluation.full import FullEvalConfig, implausible_flags, timed_rollouts  # noqa: E402
-from discodance.runs import open_run  # noqa: E402
+from discodance.config import parse_overrides  # noqa: E402
+from discodance.errors import DiscodanceError  # noqa: E402
+from discodance.runs import open_run, sampling_settings  # noqa: E402
 
 WINDOW = 64
 HORIZONS = (256, 1024)
@@ -69,28 +71,20 @@ def real_noise(ds, net, train_features: np.ndarray, rollouts: int, draws: int = 
     return [round(float(np.mean(fds)), 4), round(float(np.std(fds)), 4)]
 
 
-def override(model, sets: list[str]) -> dict:
-    """Rollout settings of the model's config (key=value, e.g. top_p=0.9), parsed by the field's type."""
-    out = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not hasattr(model.config, key):
-            raise SystemExit(f"--set {item!r}: expected key=value with a key of the run's model config")
-        kind = type(getattr(model.config, key))
-        if kind is bool:                      # bool("False") is True
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise SystemExit(f"--set {item!r}: expected true or false")
-            out[key] = value.lower() in ("true", "1")
-        else:
-            out[key] = kind(value)
-        setattr(model.config, key, out[key])
-    return out
+def open_with_settings(run: str, ds, sets: list[str]):
+    """(the run's model with --set sampling settings, validated as `discodance evaluate --set` does,
+    {setting: typed value} of those changed)."""
+    try:
+        pairs = parse_overrides(sets)
+        model, _, _ = open_run(run, ds.path, "cpu", pairs)
+    except DiscodanceError as e:
+        raise SystemExit(f"{run}: {e}") from None
+    return model, sampling_settings(model, pairs).get("sampling_settings", {})
 
 
 def drift(run: str, ds, net, ref: dict, cfg: FullEvalConfig, train_f: np.ndarray, test_f: np.ndarray,
           sets: list[str]) -> dict:
-    model, _, _ = open_run(run, ds.path, "cpu")
-    changed = override(model, sets)
+    model, changed = open_with_settings(run, ds, sets)
     frames, _ = timed_rollouts(model, ds, cfg, "cpu")                       # (R, 1 + 1024, H, W) uint8
     row, feats, flags = {"run": run, **({"set": changed} if changed else {})}, {}, {}
     for h in HORIZONS:

@@ -32,7 +32,7 @@ from .errors import require
 from .folders import LOCK_NAME, FolderLock, Replacement, check_target
 from .limits import check_model_size
 from .evaluation.likelihood import evaluate_model, load_windows
-from .models import REGISTRY, build_model, model_config
+from .models import REGISTRY, build_model, model_config, saved_model_config
 from .optim import clip_and_step, learning_rate, make_optimizers  # noqa: F401  (make_optimizers: part of the public API)
 from .progress import progress_bar
 from .runs import init_distributed
@@ -224,8 +224,8 @@ def _settings(dataset, out: Path, model_name, model_overrides, cfg, resume: bool
         require(model_name in (None, saved["model"]),
                 f"{out} was trained with model {saved['model']}, not {model_name}")
         require(saved["model"] in REGISTRY, f"{out} was trained with an unknown model {saved['model']!r}")
-        settings = REGISTRY[saved["model"]].saved_settings(saved["model_config"], ckpt["model"])
-        model_name, mcfg = saved["model"], model_config(saved["model"], dataset.frame_size, settings)
+        model_name = saved["model"]
+        mcfg = saved_model_config(model_name, dataset.frame_size, saved["model_config"], ckpt["model"])
         require(tuple(saved["model_config"]["frame_size"]) == dataset.frame_size,
                 f"checkpoint frames are {saved['model_config']['frame_size']} but {dataset.path} has {list(dataset.frame_size)}")
         require(isinstance(saved.get("train"), dict), f"{out / CHECKPOINT} has no training settings")

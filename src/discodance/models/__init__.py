@@ -46,6 +46,13 @@ def model_config(name: str, frame_size, overrides: dict | None = None):
     return config.validate()
 
 
+def saved_model_config(name: str, frame_size, settings: dict, state_dict: dict):
+    """model_config for a saved run: its saved settings, with settings added since it was saved set
+    to what its weights were trained as (DanceModel.saved_settings)."""
+    require(name in REGISTRY, f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
+    return model_config(name, frame_size, REGISTRY[name].saved_settings(settings, state_dict))
+
+
 def build_model(name: str, config) -> DanceModel:
     """Instantiate a registered model from its config (a dataclass or a dict from JSON)."""
     require(name in REGISTRY, f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
@@ -60,9 +67,8 @@ def load_model(ckpt: dict, device="cpu") -> DanceModel:
     --set values, on `device`, in eval mode. The one place a trained model is rebuilt."""
     cfg = ckpt["config"]
     try:
-        model_class = REGISTRY.get(cfg["model"])
-        settings = model_class.saved_settings(cfg["model_config"], ckpt["model"]) if model_class else cfg["model_config"]
-        config = model_config(cfg["model"], settings.get("frame_size", (0, 0)), settings)
+        config = saved_model_config(cfg["model"], cfg["model_config"].get("frame_size", (0, 0)), cfg["model_config"],
+                                    ckpt["model"])
         model = build_model(cfg["model"], config)
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError, ValueError):
